@@ -1,0 +1,1 @@
+"""Training, quantization and evaluation of the age/gender model (needs the `train` extra)."""

@@ -1,0 +1,62 @@
+"""UTKFace data: reading the shards, the fixed validation split, and the prepared cache."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_DATA = Path(os.environ.get("AICCTV_UTKFACE", Path(__file__).resolve().parents[2] / "shared/datasets/utkface"))
+DEFAULT_CACHE = Path(os.environ.get("AICCTV_CACHE", Path(__file__).resolve().parents[1] / ".cache"))
+IMAGE_SIZE = 200
+RACES = ("white", "black", "asian", "indian", "other")
+AGE_BANDS = ("0-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60+")
+MAX_AGE = 100
+
+
+def is_validation(file_name: str) -> bool:
+    """The fixed split: a face is in validation when sha1(file name)'s first byte is ≡ 0 mod 5
+    (about 20 %). Name-based, so it does not depend on file order or a random state."""
+    return hashlib.sha1(file_name.encode()).digest()[0] % 5 == 0
+
+
+def age_band_index(age: np.ndarray | float) -> np.ndarray:
+    return np.minimum(np.asarray(age) // 10, len(AGE_BANDS) - 1).astype(np.int64)
+
+
+@dataclass
+class Prepared:
+    """The prepared cache: images (N, 200, 200, 3) BGR uint8 (memory-mapped), labels and keypoints."""
+
+    files: np.ndarray
+    images: np.ndarray
+    age: np.ndarray
+    female: np.ndarray
+    race: np.ndarray
+    keypoints: np.ndarray
+    keypoint_source: np.ndarray
+    validation: np.ndarray
+
+    @classmethod
+    def load(cls, cache: Path = DEFAULT_CACHE) -> Prepared:
+        meta_path = cache / "utkface" / "meta.npz"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{meta_path} missing: run `python -m conversion.prepare` first")
+        meta = np.load(meta_path)
+        images = np.load(cache / "utkface" / "images.npy", mmap_mode="r")
+        return cls(images=images, **{k: meta[k] for k in meta.files})
+
+    def split(self, validation: bool) -> np.ndarray:
+        return np.flatnonzero(self.validation == validation)
+
+
+def read_manifest(data: Path) -> list[dict[str, str]]:
+    manifest = data / "manifest.csv"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest} not found: pass --data DIR (the UTKFace folder with manifest.csv)")
+    with manifest.open() as f:
+        return list(csv.DictReader(f))

@@ -1,0 +1,195 @@
+"""BlazeFace face detection: letterbox, SSD anchor decoding, weighted NMS, and tiling for large frames.
+
+Decoding follows MediaPipe's face_detection graphs (SsdAnchorsCalculator with fixed anchor size,
+TensorsToDetectionsCalculator with reversed x/y output order, weighted NonMaxSuppression).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from edge.detections import NUM_KEYPOINTS, Detections
+from edge.models import model_path
+from edge.runtime import TFLiteModel
+
+# MediaPipe clips raw scores at ±100 before the sigmoid; 80 keeps float32 exp() finite.
+_RAW_SCORE_LIMIT = 80.0
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    file: str
+    input_size: int
+    strides: tuple[int, ...]
+    extra_interpolated_anchor: bool
+    default_score_threshold: float
+
+
+DETECTORS = {
+    "full": DetectorSpec("face_detection_full_range_sparse.tflite", 192, (4,), False, 0.6),
+    "short": DetectorSpec("face_detection_short_range.tflite", 128, (8, 16, 16, 16), True, 0.5),
+}
+
+
+def ssd_anchor_centers(input_size: int, strides: tuple[int, ...], extra_interpolated_anchor: bool) -> np.ndarray:
+    """Anchor centres (A, 2) in normalized x, y; layers sharing a stride share one grid."""
+    centers = []
+    layer = 0
+    while layer < len(strides):
+        same = layer
+        per_cell = 0
+        while same < len(strides) and strides[same] == strides[layer]:
+            per_cell += 2 if extra_interpolated_anchor else 1
+            same += 1
+        grid = math.ceil(input_size / strides[layer])
+        ys, xs = np.meshgrid((np.arange(grid) + 0.5) / grid, (np.arange(grid) + 0.5) / grid, indexing="ij")
+        cell = np.stack([xs.ravel(), ys.ravel()], axis=1)
+        centers.append(np.repeat(cell, per_cell, axis=0))
+        layer = same
+    return np.concatenate(centers).astype(np.float32)
+
+
+def decode_boxes(
+    raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray, input_size: int, score_threshold: float
+) -> Detections:
+    """Raw model outputs (A, 16) and (A,) to detections in normalized [0, 1] input coordinates."""
+    scores = 1.0 / (1.0 + np.exp(-np.clip(raw_scores, -_RAW_SCORE_LIMIT, _RAW_SCORE_LIMIT)))
+    keep = scores >= score_threshold
+    if not keep.any():
+        return Detections.empty()
+    raw = raw_boxes[keep] / input_size
+    centers = anchors[keep]
+    cxcy = raw[:, 0:2] + centers
+    half = raw[:, 2:4] / 2
+    boxes = np.concatenate([cxcy - half, cxcy + half], axis=1)
+    keypoints = raw[:, 4 : 4 + 2 * NUM_KEYPOINTS].reshape(-1, NUM_KEYPOINTS, 2) + centers[:, None, :]
+    return Detections(boxes.astype(np.float32), scores[keep].astype(np.float32), keypoints.astype(np.float32))
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of boxes (N, 4) and (M, 4) given as x1, y1, x2, y2."""
+    tl = np.maximum(a[:, None, :2], b[None, :, :2])
+    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def weighted_nms(detections: Detections, iou_threshold: float = 0.3) -> Detections:
+    """MediaPipe's weighted NMS: each cluster around the best remaining box is replaced by the
+    score-weighted mean of its boxes and keypoints, keeping the best score."""
+    if len(detections) == 0:
+        return detections
+    order = np.argsort(-detections.scores, kind="stable")
+    remaining = detections[order]
+    boxes, scores, keypoints = [], [], []
+    while len(remaining):
+        overlap = iou_matrix(remaining.boxes[:1], remaining.boxes)[0]
+        cluster = overlap > iou_threshold
+        cluster[0] = True
+        weights = remaining.scores[cluster][:, None]
+        total = weights.sum()
+        boxes.append((remaining.boxes[cluster] * weights).sum(0) / total)
+        keypoints.append((remaining.keypoints[cluster] * weights[:, :, None]).sum(0) / total)
+        scores.append(remaining.scores[0])
+        remaining = remaining[~cluster]
+    return Detections(
+        np.asarray(boxes, np.float32), np.asarray(scores, np.float32), np.asarray(keypoints, np.float32)
+    )
+
+
+def tile_windows(width: int, height: int, tile: int, overlap: float = 0.25) -> list[tuple[int, int, int, int]]:
+    """Square windows (x, y, w, h) of side `tile` covering the frame with at least `overlap` shared."""
+    if tile >= max(width, height):
+        return []
+
+    def starts(length: int) -> list[int]:
+        if tile >= length:
+            return [0]
+        step = tile * (1 - overlap)
+        count = math.ceil((length - tile) / step) + 1
+        return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+
+    side_w, side_h = min(tile, width), min(tile, height)
+    return [(x, y, side_w, side_h) for y in starts(height) for x in starts(width)]
+
+
+class FaceDetector:
+    """BlazeFace on whole frames, plus overlapping tiles where faces of `min_face_px` would be too
+    small for the model input at full-frame scale.
+
+    `min_face_px` sets tiling: a frame is tiled so that a face of that width reaches
+    `min_face_at_input` pixels in the model input. `tiles=False` turns tiling off."""
+
+    def __init__(
+        self,
+        model: str = "full",
+        score_threshold: float | None = None,
+        nms_threshold: float = 0.3,
+        num_threads: int = 1,
+        min_face_px: int = 40,
+        min_face_at_input: int = 16,
+        tiles: bool = True,
+    ) -> None:
+        if model not in DETECTORS:
+            raise ValueError(f"unknown detector model {model!r}: choose one of {', '.join(DETECTORS)}")
+        self.spec = DETECTORS[model]
+        self.score_threshold = self.spec.default_score_threshold if score_threshold is None else score_threshold
+        self.nms_threshold = nms_threshold
+        self.net = TFLiteModel(model_path(self.spec.file), num_threads=num_threads)
+        self.anchors = ssd_anchor_centers(self.spec.input_size, self.spec.strides, self.spec.extra_interpolated_anchor)
+        shapes = self.net.output_shapes
+        self._box_output = next(i for i, s in enumerate(shapes) if s[-1] == 16)
+        self._score_output = 1 - self._box_output
+        if shapes[self._box_output][1] != len(self.anchors):
+            raise RuntimeError(f"{self.spec.file}: expected {len(self.anchors)} anchors, model has {shapes}")
+        self.tile_size = round(self.spec.input_size * min_face_px / min_face_at_input) if tiles else None
+
+    def _detect_square(self, image: np.ndarray) -> Detections:
+        """Letterbox `image` into the model input and return detections in `image` pixels."""
+        size = self.spec.input_size
+        h, w = image.shape[:2]
+        scale = size / max(h, w)
+        rw, rh = max(1, round(w * scale)), max(1, round(h * scale))
+        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        resized = cv2.resize(image, (rw, rh), interpolation=interpolation)
+        pad_x, pad_y = (size - rw) // 2, (size - rh) // 2
+        canvas = np.zeros((size, size, 3), np.uint8)
+        canvas[pad_y : pad_y + rh, pad_x : pad_x + rw] = resized
+        rgb = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)
+        tensor = (rgb.astype(np.float32) / 127.5 - 1.0)[None]
+        outputs = self.net(tensor)
+        found = decode_boxes(
+            outputs[self._box_output][0],
+            outputs[self._score_output][0, :, 0],
+            self.anchors,
+            size,
+            self.score_threshold,
+        )
+        # Normalized letterbox coordinates back to image pixels.
+        return found.transformed(size / scale, -pad_x / scale, -pad_y / scale)
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        """Faces in a BGR frame, in frame pixels, largest first."""
+        h, w = image.shape[:2]
+        found = [self._detect_square(image)]
+        if self.tile_size is not None:
+            for x, y, tw, th in tile_windows(w, h, self.tile_size):
+                found.append(self._detect_square(image[y : y + th, x : x + tw]).transformed(1.0, x, y))
+        merged = found[0] if len(found) == 1 else weighted_nms(Detections.concatenate(found), self.nms_threshold)
+        if len(found) == 1:
+            merged = weighted_nms(merged, self.nms_threshold)
+        return _clip_to_frame(merged, w, h).largest_first()
+
+
+def _clip_to_frame(detections: Detections, width: int, height: int) -> Detections:
+    boxes = detections.boxes.copy()
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
+    keep = (boxes[:, 2] - boxes[:, 0] > 1) & (boxes[:, 3] - boxes[:, 1] > 1)
+    return Detections(boxes, detections.scores, detections.keypoints)[keep]

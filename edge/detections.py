@@ -1,0 +1,68 @@
+"""The one value passed between pipeline stages: a set of face detections in frame pixels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# BlazeFace keypoint order; "right" is the subject's right, which appears on the image's left.
+RIGHT_EYE, LEFT_EYE, NOSE_TIP, MOUTH, RIGHT_EAR, LEFT_EAR = range(6)
+NUM_KEYPOINTS = 6
+
+
+@dataclass(frozen=True)
+class Detections:
+    """N faces: `boxes` (N, 4) as x1, y1, x2, y2; `scores` (N,); `keypoints` (N, 6, 2) as x, y."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    keypoints: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(
+            np.zeros((0, 4), np.float32),
+            np.zeros((0,), np.float32),
+            np.zeros((0, NUM_KEYPOINTS, 2), np.float32),
+        )
+
+    @classmethod
+    def concatenate(cls, parts: list[Detections]) -> Detections:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty()
+        return cls(
+            np.concatenate([p.boxes for p in parts]),
+            np.concatenate([p.scores for p in parts]),
+            np.concatenate([p.keypoints for p in parts]),
+        )
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def __getitem__(self, index: np.ndarray | slice | list[int]) -> Detections:
+        return Detections(self.boxes[index], self.scores[index], self.keypoints[index])
+
+    @property
+    def widths(self) -> np.ndarray:
+        return self.boxes[:, 2] - self.boxes[:, 0]
+
+    @property
+    def areas(self) -> np.ndarray:
+        return self.widths * (self.boxes[:, 3] - self.boxes[:, 1])
+
+    def largest_first(self) -> Detections:
+        return self[np.argsort(-self.areas, kind="stable")]
+
+    def xywh(self) -> np.ndarray:
+        """Boxes as x, y, width, height (the JSON output's form)."""
+        out = self.boxes.copy()
+        out[:, 2:] -= out[:, :2]
+        return out
+
+    def transformed(self, scale: float, offset_x: float, offset_y: float) -> Detections:
+        """Map coordinates by p' = p * scale + offset (e.g. from a tile or a letterbox back to the frame)."""
+        offset = np.array([offset_x, offset_y], np.float32)
+        boxes = self.boxes * scale + np.tile(offset, 2)
+        return Detections(boxes.astype(np.float32), self.scores, (self.keypoints * scale + offset).astype(np.float32))

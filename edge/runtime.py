@@ -1,0 +1,66 @@
+"""TFLite runtime adapter: `ai-edge-litert` when installed, else `tflite-runtime`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _interpreter_class() -> Any:
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError as exc:
+            raise RuntimeError(
+                "no TFLite runtime found: pip install ai-edge-litert (or tflite-runtime on older boards)"
+            ) from exc
+    return Interpreter
+
+
+class TFLiteModel:
+    """One loaded model with a single input; quantizes the input and dequantizes outputs as needed."""
+
+    def __init__(self, path: str | Path, num_threads: int = 1) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model file not found: {path} (run `make setup` to fetch the models)")
+        self.path = path
+        self.interpreter = _interpreter_class()(model_path=str(path), num_threads=num_threads)
+        self.interpreter.allocate_tensors()
+        (self._input,) = self.interpreter.get_input_details()
+        self._outputs = self.interpreter.get_output_details()
+        self.input_shape: tuple[int, ...] = tuple(int(d) for d in self._input["shape"])
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        return np.dtype(self._input["dtype"])
+
+    @property
+    def output_shapes(self) -> list[tuple[int, ...]]:
+        return [tuple(int(d) for d in o["shape"]) for o in self._outputs]
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        """Float values (in the model's float input units) to the input tensor's dtype."""
+        dtype = self.input_dtype
+        if dtype == np.float32:
+            return x.astype(np.float32, copy=False)
+        scale, zero_point = self._input["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        """Run on one input tensor (already in the input dtype); outputs dequantized to float32."""
+        self.interpreter.set_tensor(self._input["index"], x)
+        self.interpreter.invoke()
+        results = []
+        for detail in self._outputs:
+            y = self.interpreter.get_tensor(detail["index"])
+            if y.dtype != np.float32:
+                scale, zero_point = detail["quantization"]
+                y = (y.astype(np.float32) - zero_point) * scale
+            results.append(y)
+        return results
