@@ -10,9 +10,7 @@ from edge.align import align_face
 
 def augmented_crop(image: np.ndarray, keypoints: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     """One aligned crop with geometric jitter, flip, colour, blur, CCTV-like low resolution and JPEG."""
-    jitter = np.array(
-        [rng.uniform(-12, 12), rng.normal(0, 0.08), rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05)]
-    )
+    jitter = np.array([rng.uniform(-12, 12), rng.normal(0, 0.08), rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05)])
     crop = align_face(image, keypoints, size, jitter)
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
@@ -31,7 +29,7 @@ def augmented_crop(image: np.ndarray, keypoints: np.ndarray, size: int, rng: np.
     elif rng.random() < 0.2:
         crop = cv2.GaussianBlur(crop, (0, 0), rng.uniform(0.5, 1.3))
     if rng.random() < 0.3:
-        ok, jpeg = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 90))])
+        _, jpeg = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 90))])
         crop = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
     return crop
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge.detections import NUM_KEYPOINTS, Detections
+from edge.detections import NUM_KEYPOINTS, Detections, iou_matrix
 from edge.models import model_path
 from edge.runtime import TFLiteModel
 
@@ -70,16 +70,6 @@ def decode_boxes(
     return Detections(boxes.astype(np.float32), scores[keep].astype(np.float32), keypoints.astype(np.float32))
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of boxes (N, 4) and (M, 4) given as x1, y1, x2, y2."""
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
 def weighted_nms(detections: Detections, iou_threshold: float = 0.3) -> Detections:
     """MediaPipe's weighted NMS: each cluster around the best remaining box is replaced by the
     score-weighted mean of its boxes and keypoints, keeping the best score."""
@@ -98,9 +88,7 @@ def weighted_nms(detections: Detections, iou_threshold: float = 0.3) -> Detectio
         keypoints.append((remaining.keypoints[cluster] * weights[:, :, None]).sum(0) / total)
         scores.append(remaining.scores[0])
         remaining = remaining[~cluster]
-    return Detections(
-        np.asarray(boxes, np.float32), np.asarray(scores, np.float32), np.asarray(keypoints, np.float32)
-    )
+    return Detections(np.asarray(boxes, np.float32), np.asarray(scores, np.float32), np.asarray(keypoints, np.float32))
 
 
 def tile_windows(width: int, height: int, tile: int, overlap: float = 0.25) -> list[tuple[int, int, int, int]]:

@@ -66,3 +66,13 @@ class Detections:
         offset = np.array([offset_x, offset_y], np.float32)
         boxes = self.boxes * scale + np.tile(offset, 2)
         return Detections(boxes.astype(np.float32), self.scores, (self.keypoints * scale + offset).astype(np.float32))
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of boxes (N, 4) and (M, 4) given as x1, y1, x2, y2."""
+    tl = np.maximum(a[:, None, :2], b[None, :, :2])
+    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)

@@ -1,0 +1,35 @@
+# Two commands on a fresh Debian/Ubuntu machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SAMPLE := tests/fixtures/sample_clip.mp4
+
+.PHONY: setup demo test lint train clean
+
+$(BIN)/aicctv: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: sudo apt install python3 python3-venv" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV) || { echo "error: cannot create a venv: sudo apt install python3-venv" >&2; exit 1; }
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+setup: $(BIN)/aicctv
+	$(BIN)/python -m edge.fetch
+
+demo: setup
+	$(BIN)/aicctv analyze $(SAMPLE)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Retrain the age/gender model from scratch (needs ../shared/datasets/utkface and the train extra).
+train: setup
+	$(BIN)/pip install --quiet -e '.[train]'
+	$(BIN)/python -m conversion.pipeline
+
+clean:
+	rm -rf $(VENV) .cache build *.egg-info

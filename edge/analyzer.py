@@ -1,0 +1,246 @@
+"""The vision pipeline as one object: frames in, faces and visitors out.
+
+    from edge import Analyzer
+    analyzer = Analyzer()
+    faces = analyzer.faces(bgr_image)              # per-image: detect, align, classify
+    for result in analyzer.track(frames):          # streaming: + tracking, per-person estimates
+        for visitor in result.ended: ...
+
+Each tracked person is classified a bounded number of times, on their largest and most frontal
+crops, and the estimates are averaged: better than any single frame's guess, and far cheaper
+than classifying every face in every frame.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge.align import align_face, template_keypoints
+from edge.classify import AgeGender, AgeGenderModel, age_band, gender_of
+from edge.detect import FaceDetector
+from edge.detections import LEFT_EYE, NOSE_TIP, RIGHT_EYE, Detections
+from edge.sources import Frame
+from edge.track import Track, Tracker
+
+STAGES = ("decode", "detect", "align", "classify", "track")
+
+
+@dataclass(frozen=True)
+class AnalyzerConfig:
+    detector: str = "full"
+    score_threshold: float | None = None
+    min_face_px: int = 40
+    tiles: bool = True
+    threads: int = 1
+    flip: bool = True
+    max_classifications: int = 6
+    classify_every: int = 4
+    forget_after_s: float = 1.5
+    min_hits: int = 3
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face in one image: box as x1, y1, x2, y2 pixels, and its age/gender estimate."""
+
+    box: np.ndarray
+    score: float
+    keypoints: np.ndarray
+    estimate: AgeGender
+
+    def to_json(self) -> dict:
+        x1, y1, x2, y2 = (float(v) for v in self.box)
+        return {
+            "box": [round(x1, 1), round(y1, 1), round(x2 - x1, 1), round(y2 - y1, 1)],
+            "score": round(self.score, 3),
+            "gender": self.estimate.gender,
+            "p_female": round(self.estimate.p_female, 3),
+            "age": round(self.estimate.age, 1),
+            "age_band": self.estimate.age_band,
+        }
+
+
+@dataclass
+class Visitor:
+    """One tracked person, with estimates combined over their best crops."""
+
+    track: int
+    first_seen: float
+    last_seen: float
+    frames: int
+    p_female: float | None
+    age: float | None
+    samples: int
+
+    @property
+    def gender(self) -> str | None:
+        return None if self.p_female is None else gender_of(self.p_female)
+
+    @property
+    def age_band(self) -> str | None:
+        return None if self.age is None else age_band(self.age)
+
+    @property
+    def dwell_s(self) -> float:
+        return self.last_seen - self.first_seen
+
+    def to_json(self) -> dict:
+        return {
+            "track": self.track,
+            "first_seen": round(self.first_seen, 3),
+            "last_seen": round(self.last_seen, 3),
+            "frames": self.frames,
+            "gender": self.gender,
+            "p_female": None if self.p_female is None else round(self.p_female, 3),
+            "age": None if self.age is None else round(self.age, 1),
+            "age_band": self.age_band,
+        }
+
+
+@dataclass
+class FrameResult:
+    """What one frame produced: its detections, the track id of each (0 = not yet confirmed),
+    the people in view, and the visitors whose tracks ended at this frame. The end-of-stream
+    result, which ends every track still open, has `frame=None`."""
+
+    frame: Frame | None
+    detections: Detections
+    track_ids: np.ndarray
+    in_view: int
+    ended: list[Visitor]
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per pipeline stage, for the per-stage speed breakdown."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    frames: int = 0
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+
+    def summary(self) -> dict[str, float]:
+        """Milliseconds per frame for each stage, and the total."""
+        per_frame = {k: 1000 * v / max(self.frames, 1) for k, v in self.seconds.items()}
+        per_frame["total"] = sum(per_frame.values())
+        return per_frame
+
+
+def frontal_quality(keypoints: np.ndarray, box: np.ndarray) -> float:
+    """Crop quality for choosing which frames to classify: face width times frontalness (the nose
+    centred between the eyes gives 1, a profile gives ~0)."""
+    right = np.linalg.norm(keypoints[NOSE_TIP] - keypoints[RIGHT_EYE])
+    left = np.linalg.norm(keypoints[NOSE_TIP] - keypoints[LEFT_EYE])
+    symmetry = 1.0 - abs(right - left) / max(right + left, 1e-6)
+    return float(box[2] - box[0]) * symmetry
+
+
+@dataclass
+class _TrackSamples:
+    frames: int = 0
+    since_sample: int = 0
+    attempts: int = 0
+    best_quality: float = 0.0
+    samples: list[tuple[float, AgeGender]] = field(default_factory=list)
+
+    def combined(self, keep: int) -> tuple[float | None, float | None]:
+        if not self.samples:
+            return None, None
+        best = sorted(self.samples, key=lambda s: -s[0])[:keep]
+        return float(np.mean([s[1].p_female for s in best])), float(np.mean([s[1].age for s in best]))
+
+
+class Analyzer:
+    """Face detection → alignment → age/gender → tracking, on one thread by default."""
+
+    def __init__(self, config: AnalyzerConfig | None = None) -> None:
+        self.config = config or AnalyzerConfig()
+        c = self.config
+        self.detector = FaceDetector(
+            c.detector,
+            score_threshold=c.score_threshold,
+            num_threads=c.threads,
+            min_face_px=c.min_face_px,
+            tiles=c.tiles,
+        )
+        self.classifier = AgeGenderModel(num_threads=c.threads, flip=c.flip)
+        self.times = StageTimes()
+
+    def reset_times(self) -> None:
+        self.times = StageTimes()
+
+    def estimate(self, image: np.ndarray, keypoints: np.ndarray) -> AgeGender:
+        with self.times.stage("align"):
+            crop = align_face(image, keypoints, self.classifier.size)
+        with self.times.stage("classify"):
+            return self.classifier(crop)
+
+    def faces(self, image: np.ndarray, assume_face: bool = False) -> list[Face]:
+        """All faces in a BGR image, largest first. `assume_face`: the image is one face crop."""
+        if assume_face:
+            h, w = image.shape[:2]
+            keypoints = template_keypoints(w, h)
+            box = np.array([0, 0, w, h], np.float32)
+            return [Face(box, 1.0, keypoints, self.estimate(image, keypoints))]
+        with self.times.stage("detect"):
+            found = self.detector(image)
+        return [
+            Face(box, float(score), kps, self.estimate(image, kps))
+            for box, score, kps in zip(found.boxes, found.scores, found.keypoints, strict=True)
+        ]
+
+    def track(self, frames: Iterable[Frame]) -> Iterator[FrameResult]:
+        """Follow people through a stream of frames; the last result carries every visitor still in
+        view as ended. Stage times accumulate in `self.times` (decode = waiting on `frames`)."""
+        c = self.config
+        tracker = Tracker(min_hits=c.min_hits, forget_after_s=c.forget_after_s)
+        samples: dict[int, _TrackSamples] = defaultdict(_TrackSamples)
+        iterator = iter(frames)
+        while True:
+            with self.times.stage("decode"):
+                frame = next(iterator, None)
+            if frame is None:
+                break
+            self.times.frames += 1
+            with self.times.stage("detect"):
+                found = self.detector(frame.image)
+            with self.times.stage("track"):
+                ids, ended = tracker.update(found.boxes, frame.timestamp)
+            for i in np.flatnonzero(ids):
+                self._maybe_classify(samples[int(ids[i])], frame.image, found.keypoints[i], found.boxes[i])
+            yield FrameResult(
+                frame, found, ids, len(tracker.in_view), [self._visitor(t, samples.pop(t.id)) for t in ended]
+            )
+        leftover = [self._visitor(t, samples.pop(t.id)) for t in tracker.finish()]
+        yield FrameResult(None, Detections.empty(), np.zeros(0, np.int64), 0, leftover)
+
+    def _maybe_classify(self, state: _TrackSamples, image: np.ndarray, keypoints: np.ndarray, box: np.ndarray) -> None:
+        state.frames += 1
+        state.since_sample += 1
+        if state.attempts >= self.config.max_classifications:
+            return
+        quality = frontal_quality(keypoints, box)
+        # Sample the first sighting, then every few frames, or at once when a clearly better
+        # (larger, more frontal) view appears.
+        if state.attempts and state.since_sample < self.config.classify_every and quality < 1.25 * state.best_quality:
+            return
+        state.attempts += 1
+        state.since_sample = 0
+        state.best_quality = max(state.best_quality, quality)
+        state.samples.append((quality, self.estimate(image, keypoints)))
+
+    def _visitor(self, track: Track, state: _TrackSamples) -> Visitor:
+        p_female, age = state.combined(keep=max(1, self.config.max_classifications // 2 + 1))
+        return Visitor(track.id, track.first_seen, track.last_seen, track.hits, p_female, age, len(state.samples))

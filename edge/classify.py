@@ -1,0 +1,70 @@
+"""Age and gender from an aligned face crop, with our own int8 TFLite model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.models import AGE_GENDER_MODEL, model_path
+from edge.runtime import TFLiteModel
+
+AGE_BANDS = ("0-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60+")
+MAX_AGE = 100
+
+
+def age_band(age: float) -> str:
+    return AGE_BANDS[min(int(age) // 10, len(AGE_BANDS) - 1)]
+
+
+def gender_of(p_female: float) -> str:
+    return "female" if p_female >= 0.5 else "male"
+
+
+@dataclass(frozen=True)
+class AgeGender:
+    """One estimate: probability the person is female, and age in years (the distribution's mean)."""
+
+    p_female: float
+    age: float
+
+    @property
+    def gender(self) -> str:
+        return gender_of(self.p_female)
+
+    @property
+    def age_band(self) -> str:
+        return age_band(self.age)
+
+
+class AgeGenderModel:
+    """Runs the shipped model on aligned BGR crops (see `edge.align.align_face`).
+
+    `flip=True` averages the crop and its mirror image (test-time flip): two inferences per face,
+    measurably more accurate (see models/tflite/MODEL_CARD.md)."""
+
+    def __init__(self, path: str | Path | None = None, num_threads: int = 1, flip: bool = True) -> None:
+        self.net = TFLiteModel(path or model_path(AGE_GENDER_MODEL), num_threads=num_threads)
+        self.size = self.net.input_shape[1]
+        self.flip = flip
+        self._bins = np.arange(MAX_AGE + 1, dtype=np.float32)
+        gender_output = [i for i, shape in enumerate(self.net.output_shapes) if shape[-1] == 1]
+        if len(gender_output) != 1:
+            raise RuntimeError(f"{self.net.path}: expected outputs (1, 1) and (1, {MAX_AGE + 1})")
+        self._gender_output = gender_output[0]
+
+    def probabilities(self, crop: np.ndarray) -> tuple[float, np.ndarray]:
+        """p(female) and the age distribution over 0..MAX_AGE for one crop (no flip)."""
+        outputs = self.net(self.net.quantize_input(crop[None].astype(np.float32)))
+        return float(outputs[self._gender_output][0, 0]), outputs[1 - self._gender_output][0]
+
+    def __call__(self, crop: np.ndarray) -> AgeGender:
+        if crop.shape[:2] != (self.size, self.size):
+            raise ValueError(f"crop is {crop.shape[:2]}, the model expects {self.size}x{self.size}")
+        p_female, age_probs = self.probabilities(crop)
+        if self.flip:
+            p_mirror, age_mirror = self.probabilities(np.ascontiguousarray(crop[:, ::-1]))
+            p_female, age_probs = (p_female + p_mirror) / 2, (age_probs + age_mirror) / 2
+        age = float(age_probs @ self._bins / max(float(age_probs.sum()), 1e-6))
+        return AgeGender(p_female, age)

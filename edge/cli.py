@@ -1,0 +1,210 @@
+"""The `aicctv` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+from tqdm import tqdm
+
+from edge.analyzer import Analyzer, AnalyzerConfig, Face, Visitor
+from edge.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, SourceError, VideoSource
+
+EXIT_FAILED_INPUTS = 1
+EXIT_USAGE = 2
+
+
+def _add_analyzer_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("vision pipeline")
+    group.add_argument(
+        "--detector",
+        choices=("full", "short"),
+        default="full",
+        help="BlazeFace model: full-range (faces up to ~5 m, default) or short-range (~2 m, faster)",
+    )
+    group.add_argument(
+        "--score",
+        type=float,
+        default=None,
+        metavar="S",
+        help="detection score threshold (default: 0.6 full-range, 0.5 short-range)",
+    )
+    group.add_argument(
+        "--min-face",
+        type=int,
+        default=40,
+        metavar="PX",
+        help="smallest face width to find; large frames are tiled to reach it (default 40)",
+    )
+    group.add_argument("--no-tiles", action="store_true", help="never tile large frames (faster, misses small faces)")
+    group.add_argument("--threads", type=int, default=1, metavar="N", help="TFLite threads per model (default 1)")
+    group.add_argument(
+        "--no-flip", action="store_true", help="classify each crop once instead of averaging it with its mirror image"
+    )
+
+
+def analyzer_config(args: argparse.Namespace) -> AnalyzerConfig:
+    return AnalyzerConfig(
+        detector=args.detector,
+        score_threshold=args.score,
+        min_face_px=args.min_face,
+        tiles=not args.no_tiles,
+        threads=args.threads,
+        flip=not args.no_flip,
+    )
+
+
+def expand_inputs(paths: list[Path]) -> Iterator[Path]:
+    """Files as given; folders expanded to their images and videos, sorted, recursively."""
+    for path in paths:
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                if child.is_file() and child.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS:
+                    yield child
+        else:
+            yield path
+
+
+def _face_rows(path: Path, faces: list[Face]) -> list[str]:
+    if not faces:
+        return [f"{path}  no face"]
+    rows = []
+    for i, face in enumerate(faces):
+        j = face.to_json()
+        x, y, w, h = j["box"]
+        name = str(path) if i == 0 else ""
+        rows.append(
+            f"{name:<40} #{i + 1} box {x:6.0f},{y:<5.0f} {w:4.0f}x{h:<4.0f} "
+            f"{j['gender']:<6} (p_female {j['p_female']:.2f})  age {j['age']:5.1f}  band {j['age_band']}"
+        )
+    return rows
+
+
+def _visitor_row(visitor: Visitor) -> str:
+    j = visitor.to_json()
+    gender = j["gender"] or "-"
+    age = "-" if j["age"] is None else f"{j['age']:5.1f}"
+    return (
+        f"  visitor {j['track']:>4}  {j['first_seen']:8.2f}s → {j['last_seen']:8.2f}s  {j['frames']:>5} frames  "
+        f"{gender:<6} age {age}  band {j['age_band'] or '-'}"
+    )
+
+
+def analyze_video(analyzer: Analyzer, path: Path, as_json: bool, progress: bool) -> None:
+    source = VideoSource(str(path))
+    try:
+        frames_total = source.frame_count or None
+        bar = tqdm(total=frames_total, unit="frame", desc=path.name, disable=not progress, leave=False)
+        analyzer.reset_times()
+        visitors = 0
+        for result in analyzer.track(source):
+            if result.frame is not None:
+                bar.update(1)
+            for visitor in result.ended:
+                visitors += 1
+                if as_json:
+                    print(json.dumps({"file": str(path), **visitor.to_json()}), flush=True)
+                else:
+                    bar.clear()
+                    print(_visitor_row(visitor))
+        bar.close()
+    finally:
+        source.close()
+    times = analyzer.times.summary()
+    fps = 1000 / times["total"] if times["total"] else 0.0
+    frames = analyzer.times.frames
+    if frames == 0:
+        raise SourceError(f"{path}: no frame could be decoded")
+    if as_json:
+        print(json.dumps({"file": str(path), "visitors": visitors, "frames": frames, "fps": round(fps, 1)}), flush=True)
+    else:
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in times.items() if k != "total")
+        print(f"{path}: {visitors} visitors in {frames} frames at {fps:.1f} fps (ms/frame: {stages})")
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        args.parser.error(f"no such file or folder: {', '.join(missing)}")
+    files = list(expand_inputs(args.paths))
+    analyzer = Analyzer(analyzer_config(args))
+    interactive = sys.stderr.isatty()
+    failed = 0
+    images = [f for f in files if f.suffix.lower() not in VIDEO_EXTENSIONS]
+    bar = tqdm(total=len(images), unit="image", disable=not interactive or len(images) < 20, leave=False)
+    for path in files:
+        try:
+            if path.suffix.lower() in VIDEO_EXTENSIONS:
+                analyze_video(analyzer, path, args.json, interactive)
+                continue
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            bar.update(1)
+            if image is None:
+                raise SourceError(f"{path}: not a readable image (corrupt or unsupported format)")
+            faces = analyzer.faces(image, assume_face=args.assume_face)
+            if args.json:
+                print(json.dumps({"file": str(path), "faces": [f.to_json() for f in faces]}), flush=True)
+            else:
+                bar.clear()
+                print("\n".join(_face_rows(path, faces)))
+        except SourceError as exc:
+            failed += 1
+            bar.clear()
+            print(f"error: {exc}", file=sys.stderr)
+    bar.close()
+    return EXIT_FAILED_INPUTS if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aicctv",
+        description="Privacy-preserving audience counting: faces, gender and age on the device.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    analyze = commands.add_parser(
+        "analyze",
+        help="estimate gender and age in images, folders and videos",
+        description=(
+            "Detect faces and estimate gender and age. Images give one result per image; videos "
+            "are tracked, giving one result per visitor (person) and a summary line."
+        ),
+        epilog=(
+            "examples:\n"
+            "  aicctv analyze photo.jpg                 readable table\n"
+            "  aicctv analyze shots/ --json             one JSON line per image\n"
+            "  aicctv analyze crop.jpg --assume-face    the image is already a face crop\n"
+            "  aicctv analyze clip.mp4 --json           one JSON line per visitor, then a summary\n\n"
+            "exit status: 0 all inputs processed, 1 some could not be read, 2 usage error"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    analyze.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image, video or folder")
+    analyze.add_argument("--json", action="store_true", help="JSON lines on stdout instead of a table")
+    analyze.add_argument(
+        "--assume-face",
+        action="store_true",
+        help="each image is one face crop (skip detection; still aligned like training data)",
+    )
+    _add_analyzer_options(analyze)
+    analyze.set_defaults(func=cmd_analyze, parser=analyze)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Multi-face tracking: one id per person across frames (SORT-style).
+
+Each track carries a constant-velocity Kalman filter over its box centre and size. Detections are
+matched to predicted boxes first by IoU, then (for fast or briefly hidden faces, whose boxes no
+longer overlap) by centre distance in face widths, with a gate that widens the longer a track has
+been unseen. A track becomes a visitor after `min_hits` matched frames and ends once unseen for
+`forget_after_s` seconds; a person who comes back later counts again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from edge.detections import iou_matrix
+
+# Kalman noise, relative to the face's size (a face's apparent motion scales with its size).
+_POSITION_STD = 1 / 20
+_VELOCITY_STD = 1 / 8  # per second
+_MEASUREMENT_STD = 1 / 20
+
+
+def _to_state(box: np.ndarray) -> np.ndarray:
+    x1, y1, x2, y2 = box
+    return np.array([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], np.float64)
+
+
+def _to_box(state: np.ndarray) -> np.ndarray:
+    cx, cy, w, h = state[:4]
+    return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], np.float32)
+
+
+class KalmanBox:
+    """Constant-velocity Kalman filter over (cx, cy, w, h) and their rates per second."""
+
+    def __init__(self, box: np.ndarray) -> None:
+        self.x = np.concatenate([_to_state(box), np.zeros(4)])
+        size = max(self.x[2], self.x[3])
+        self.P = np.diag(
+            np.r_[np.full(4, (2 * _POSITION_STD * size) ** 2), np.full(4, (10 * _VELOCITY_STD * size) ** 2)]
+        )
+
+    def predict(self, dt: float) -> np.ndarray:
+        F = np.eye(8)
+        F[:4, 4:] = np.eye(4) * dt
+        size = max(self.x[2], self.x[3])
+        q = np.r_[np.full(4, (_POSITION_STD * size) ** 2 * dt), np.full(4, (_VELOCITY_STD * size) ** 2 * dt)]
+        self.x = F @ self.x
+        self.x[2:4] = np.maximum(self.x[2:4], 1.0)
+        self.P = F @ self.P @ F.T + np.diag(q)
+        return _to_box(self.x)
+
+    def update(self, box: np.ndarray) -> None:
+        z = _to_state(box)
+        R = np.diag(np.full(4, (_MEASUREMENT_STD * max(z[2], z[3])) ** 2))
+        S = self.P[:4, :4] + R
+        K = self.P[:, :4] @ np.linalg.inv(S)
+        self.x = self.x + K @ (z - self.x[:4])
+        self.P = self.P - K @ self.P[:4, :]
+
+    @property
+    def box(self) -> np.ndarray:
+        return _to_box(self.x)
+
+
+@dataclass
+class Track:
+    """One person being followed. `id` is 0 until the track is confirmed, then 1, 2, 3, ..."""
+
+    box: np.ndarray
+    first_seen: float
+    last_seen: float
+    kalman: KalmanBox
+    id: int = 0
+    hits: int = 1
+
+    @property
+    def confirmed(self) -> bool:
+        return self.id > 0
+
+
+def match(
+    tracks: list[Track], boxes: np.ndarray, now: float, iou_threshold: float, distance_gate: float
+) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+    """Pairs (track index, detection index), then unmatched track and detection indices."""
+    pairs: list[tuple[int, int]] = []
+    free_tracks = list(range(len(tracks)))
+    free_boxes = list(range(len(boxes)))
+    if tracks and len(boxes):
+        predicted = np.stack([t.box for t in tracks])
+        iou = iou_matrix(predicted, boxes)
+        rows, cols = linear_sum_assignment(-iou)
+        for r, c in zip(rows, cols, strict=True):
+            if iou[r, c] >= iou_threshold:
+                pairs.append((r, c))
+        matched_t = {p[0] for p in pairs}
+        matched_b = {p[1] for p in pairs}
+        free_tracks = [i for i in free_tracks if i not in matched_t]
+        free_boxes = [j for j in free_boxes if j not in matched_b]
+    if free_tracks and free_boxes:
+        pred = np.stack([tracks[i].box for i in free_tracks])
+        det = boxes[free_boxes]
+        pred_c = (pred[:, :2] + pred[:, 2:]) / 2
+        det_c = (det[:, :2] + det[:, 2:]) / 2
+        width = np.maximum((pred[:, 2] - pred[:, 0])[:, None], (det[:, 2] - det[:, 0])[None, :])
+        distance = np.linalg.norm(pred_c[:, None] - det_c[None], axis=2) / np.maximum(width, 1.0)
+        ratio = (det[:, 2] - det[:, 0])[None, :] / np.maximum(pred[:, 2] - pred[:, 0], 1.0)[:, None]
+        unseen = np.array([now - tracks[i].last_seen for i in free_tracks])[:, None]
+        allowed = (distance <= distance_gate * (1 + unseen)) & (ratio > 0.5) & (ratio < 2.0)
+        cost = np.where(allowed, distance, 1e6)
+        rows, cols = linear_sum_assignment(cost)
+        second = [(free_tracks[r], free_boxes[c]) for r, c in zip(rows, cols, strict=True) if allowed[r, c]]
+        pairs += second
+        free_tracks = [i for i in free_tracks if i not in {p[0] for p in second}]
+        free_boxes = [j for j in free_boxes if j not in {p[1] for p in second}]
+    return pairs, free_tracks, free_boxes
+
+
+class Tracker:
+    """Assigns track ids to each frame's face boxes.
+
+    `update(boxes, timestamp)` returns one id per box (0 while its track is still tentative) and
+    the confirmed tracks that ended; `finish()` ends all remaining confirmed tracks."""
+
+    def __init__(
+        self,
+        iou_threshold: float = 0.2,
+        distance_gate: float = 1.0,
+        min_hits: int = 3,
+        forget_after_s: float = 1.5,
+    ) -> None:
+        self.iou_threshold = iou_threshold
+        self.distance_gate = distance_gate
+        self.min_hits = min_hits
+        self.forget_after_s = forget_after_s
+        self.tracks: list[Track] = []
+        self.visitors = 0
+        self.last_time: float | None = None
+
+    def update(self, boxes: np.ndarray, timestamp: float) -> tuple[np.ndarray, list[Track]]:
+        dt = 0.0 if self.last_time is None else max(timestamp - self.last_time, 0.0)
+        self.last_time = timestamp
+        for track in self.tracks:
+            track.box = track.kalman.predict(dt)
+        pairs, free_tracks, free_boxes = match(self.tracks, boxes, timestamp, self.iou_threshold, self.distance_gate)
+        ids = np.zeros(len(boxes), np.int64)
+        for t, b in pairs:
+            track = self.tracks[t]
+            track.kalman.update(boxes[b])
+            track.box = track.kalman.box
+            track.last_seen = timestamp
+            track.hits += 1
+            if not track.confirmed and track.hits >= self.min_hits:
+                self.visitors += 1
+                track.id = self.visitors
+            ids[b] = track.id
+        for b in free_boxes:
+            self.tracks.append(Track(boxes[b].astype(np.float32), timestamp, timestamp, KalmanBox(boxes[b])))
+            if self.min_hits <= 1:
+                self.visitors += 1
+                self.tracks[-1].id = self.visitors
+                ids[b] = self.visitors
+        ended, kept = [], []
+        for i, track in enumerate(self.tracks):
+            unseen = timestamp - track.last_seen
+            # A tentative track that misses a frame was most likely a false detection.
+            lost = unseen > self.forget_after_s or (
+                not track.confirmed and i in free_tracks and track.hits < self.min_hits
+            )
+            if lost:
+                if track.confirmed:
+                    ended.append(track)
+            else:
+                kept.append(track)
+        self.tracks = kept
+        return ids, ended
+
+    def finish(self) -> list[Track]:
+        ended = [t for t in self.tracks if t.confirmed]
+        self.tracks = []
+        return ended
+
+    @property
+    def in_view(self) -> list[Track]:
+        """Confirmed tracks seen in the latest frame."""
+        return [t for t in self.tracks if t.confirmed and t.last_seen == self.last_time]
