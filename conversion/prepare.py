@@ -77,7 +77,7 @@ def prepare(data: Path, cache: Path, workers: int) -> None:
     shards = sorted({row["shard"] for row in rows})
     with ProcessPoolExecutor(workers) as pool:
         results = pool.map(_decode_and_find, _read_shards(data, shards), chunksize=64)
-        for name, image, kps, src in tqdm(results, total=len(rows), desc="detect keypoints", unit="face"):
+        for name, image, kps, src in tqdm(results, total=len(rows), desc="detect keypoints", unit="face", disable=None):
             i = index[name]
             images[i], keypoints[i], source[i] = image, kps, src
     if (source < 0).any():

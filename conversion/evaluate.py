@@ -1,0 +1,131 @@
+"""Evaluate the float32 and int8 models side by side on the validation split.
+
+    python -m conversion.evaluate --float RUN/age_gender_float32.tflite \
+        --int8 models/tflite/age_gender_int8.tflite [--json metrics.json]
+
+Prints gender accuracy, age MAE and age-band accuracy; accuracy by age band and by race; the
+same at reduced face resolution (32 and 48 px faces upsampled, as CCTV sees them); and per-face
+latency on one thread. Models run through the product's own `edge.classify.AgeGenderModel`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from conversion.augment import low_resolution
+from conversion.data import AGE_BANDS, DEFAULT_CACHE, RACES, Prepared, age_band_index
+from conversion.train import aligned_crops
+from edge.classify import AgeGenderModel
+
+RESOLUTIONS = (None, 48, 32)
+
+
+def predict(model: AgeGenderModel, crops: np.ndarray, desc: str) -> tuple[np.ndarray, np.ndarray]:
+    estimates = [model(crop) for crop in tqdm(crops, desc=desc, leave=False, unit="face", disable=None)]
+    return np.array([e.p_female for e in estimates]), np.array([e.age for e in estimates])
+
+
+def figures(p_female: np.ndarray, age: np.ndarray, true_female: np.ndarray, true_age: np.ndarray) -> dict:
+    correct = (p_female >= 0.5) == (true_female == 1)
+    error = np.abs(age - true_age)
+    return {
+        "gender_accuracy": float(correct.mean()),
+        "age_mae": float(error.mean()),
+        "age_band_accuracy": float((age_band_index(age) == age_band_index(true_age)).mean()),
+        "faces": len(correct),
+    }
+
+
+def latency_ms(model: AgeGenderModel, crop: np.ndarray, repeats: int = 300) -> float:
+    for _ in range(20):
+        model(crop)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        model(crop)
+    return 1000 * (time.perf_counter() - start) / repeats
+
+
+def evaluate(models: dict[str, Path], flip: bool, cache: Path = DEFAULT_CACHE) -> dict:
+    data = Prepared.load(cache)
+    index = data.split(True)
+    true_female, true_age, race = data.female[index], data.age[index].astype(np.float64), data.race[index]
+    results: dict = {"validation_faces": len(index), "flip": flip, "models": {}}
+    crops_by_size: dict[int, np.ndarray] = {}
+    for name, path in models.items():
+        model = AgeGenderModel(path, num_threads=1, flip=flip)
+        if model.size not in crops_by_size:
+            crops_by_size[model.size] = aligned_crops(data, index, model.size)
+        crops = crops_by_size[model.size]
+        out: dict = {"file": str(path), "size_bytes": path.stat().st_size}
+        for pixels in RESOLUTIONS:
+            inputs = crops if pixels is None else np.stack([low_resolution(c, pixels) for c in crops])
+            label = "full" if pixels is None else f"{pixels}px"
+            p_female, age = predict(model, inputs, f"{name} {label}")
+            out[label] = figures(p_female, age, true_female, true_age)
+            if pixels is None:
+                bands = age_band_index(true_age)
+                out["by_age_band"] = {
+                    band: figures(p_female[bands == b], age[bands == b], true_female[bands == b], true_age[bands == b])
+                    for b, band in enumerate(AGE_BANDS)
+                }
+                out["by_race"] = {
+                    r: figures(p_female[race == i], age[race == i], true_female[race == i], true_age[race == i])
+                    for i, r in enumerate(RACES)
+                }
+        out["latency_ms_per_face"] = latency_ms(model, crops[0])
+        results["models"][name] = out
+    return results
+
+
+def report(results: dict) -> str:
+    names = list(results["models"])
+    models = [results["models"][n] for n in names]
+    flip = "with test-time flip (2 inferences per face)" if results["flip"] else "single inference per face"
+    lines = [f"validation split: {results['validation_faces']} faces (sha1(file name)[0] % 5 == 0), {flip}"]
+    header = f"{'':28}" + "".join(f"{n:>22}" for n in names)
+    lines.append(header)
+
+    def row(label: str, values: list[str]) -> None:
+        lines.append(f"{label:28}" + "".join(f"{v:>22}" for v in values))
+
+    row("model file", [f"{m['size_bytes'] / 1024:.0f} KiB" for m in models])
+    row("latency per face (1 thread)", [f"{m['latency_ms_per_face']:.2f} ms" for m in models])
+    for label in ("full", "48px", "32px"):
+        row(f"[{label}] gender accuracy", [f"{100 * m[label]['gender_accuracy']:.2f} %" for m in models])
+        row(f"[{label}] age MAE", [f"{m[label]['age_mae']:.2f} y" for m in models])
+        row(f"[{label}] age-band accuracy", [f"{100 * m[label]['age_band_accuracy']:.2f} %" for m in models])
+    for group in ("by_age_band", "by_race"):
+        lines.append(f"{group.replace('_', ' ')}: gender accuracy / age MAE (faces)")
+        for key in models[0][group]:
+            cells = [
+                f"{100 * m[group][key]['gender_accuracy']:.1f} % / {m[group][key]['age_mae']:.1f} y" for m in models
+            ]
+            row(f"  {key} ({models[0][group][key]['faces']})", cells)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--float", dest="float_model", type=Path, help="float32 TFLite model")
+    parser.add_argument("--int8", dest="int8_model", type=Path, required=True, help="int8 TFLite model")
+    parser.add_argument("--no-flip", action="store_true", help="evaluate without test-time flip")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    args = parser.parse_args(argv)
+    models = {"int8": args.int8_model}
+    if args.float_model:
+        models = {"float32": args.float_model, **models}
+    results = evaluate(models, flip=not args.no_flip, cache=args.cache)
+    print(report(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

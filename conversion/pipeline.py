@@ -1,0 +1,45 @@
+"""Retrain the shipped age/gender model from scratch with one command.
+
+    python -m conversion.pipeline [--data DIR] [--epochs 45] [--run .cache/runs/release]
+
+Steps: prepare UTKFace (once; cached), train, convert to int8, evaluate float32 vs int8 on the
+validation split, then install the int8 model and its figures into models/tflite/.
+Every step is seeded: on the same machine and library versions the figures repeat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from conversion import convert, evaluate, prepare, train
+from conversion.data import DEFAULT_CACHE, DEFAULT_DATA
+from edge.models import AGE_GENDER_MODEL, models_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="UTKFace folder (manifest.csv + shards)")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--run", type=Path, default=DEFAULT_CACHE / "runs" / "release")
+    parser.add_argument("--epochs", type=int, default=45)
+    parser.add_argument("--no-install", action="store_true", help="leave models/tflite/ untouched")
+    args = parser.parse_args(argv)
+
+    if not (args.cache / "utkface" / "meta.npz").is_file():
+        prepare.main(["--data", str(args.data), "--cache", str(args.cache)])
+    train.main(["--run", str(args.run), "--cache", str(args.cache), "--epochs", str(args.epochs)])
+    float_path, int8_path = convert.convert(args.run, args.run / AGE_GENDER_MODEL, args.cache)
+    results = evaluate.evaluate({"float32": float_path, "int8": int8_path}, flip=True, cache=args.cache)
+    print(evaluate.report(results))
+    (args.run / "metrics.json").write_text(json.dumps(results, indent=1))
+    if not args.no_install:
+        shutil.copy(int8_path, models_dir() / AGE_GENDER_MODEL)
+        shutil.copy(args.run / "metrics.json", models_dir() / "age_gender_metrics.json")
+        print(f"installed {models_dir() / AGE_GENDER_MODEL}")
+
+
+if __name__ == "__main__":
+    main()
