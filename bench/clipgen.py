@@ -21,7 +21,7 @@ A box is the pasted face square (w == h, the whole 200x200 UTKFace crop, so a de
 every frame in which it overlaps the frame; it may reach past the border. visible_fraction is the share of the
 square neither behind a pillar nor outside the frame; overlap between visitors is not subtracted (the larger,
 nearer face is drawn in front). Boxes are sorted by frame, then visitor id; visitor ids follow entry order.
-The same arguments always give the same JSON and the same frames.
+The same arguments always give the same JSON and the same frames (a byte-identical clip.mp4 with the same OpenCV).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tarfile
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from itertools import combinations, pairwise
@@ -39,7 +38,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from conversion.data import DEFAULT_DATA, is_validation, read_manifest
+from conversion.data import DEFAULT_DATA, load_faces, validation_rows
 
 REF_WIDTH, REF_HEIGHT = 640, 480  # sizes below are in pixels at this resolution and scale with the frame
 FACE_PX = (60.0, 150.0)
@@ -93,10 +92,10 @@ def scale_of(width: int, height: int) -> float:
 
 
 def pick_faces(rows: list[dict[str, str]], n: int, rng: np.random.Generator) -> list[dict[str, str]]:
-    """n distinct validation faces, half of them female (the RNG decides an odd one), ages >= MIN_AGE unless a
+    """n distinct faces, half of them female (the RNG decides an odd one), ages >= MIN_AGE unless a
     gender runs out of them, in random order."""
     # sorted first, so that the manifest's row order does not matter
-    pool = sorted((r for r in rows if is_validation(r["file"])), key=lambda r: r["file"])
+    pool = sorted(rows, key=lambda r: r["file"])
     pool = [pool[i] for i in rng.permutation(len(pool))]
     pool.sort(key=lambda r: int(r["age"]) < MIN_AGE)  # stable, so the order stays random within adults and children
     n_female = n // 2 + int(n % 2 == 1 and rng.random() < 0.5)
@@ -104,31 +103,35 @@ def pick_faces(rows: list[dict[str, str]], n: int, rng: np.random.Generator) -> 
     for gender, count in (("1", n_female), ("0", n - n_female)):
         group = [r for r in pool if r["gender"] == gender]
         if len(group) < count:
-            raise ValueError(
-                f"only {len(group)} validation faces of gender {gender}, {count} needed: use fewer visitors"
-            )
+            raise ValueError(f"only {len(group)} faces of gender {gender}, {count} needed: use fewer visitors")
         picked += group[:count]
     return [picked[i] for i in rng.permutation(n)]
 
 
+def face_rows(data: Path) -> list[dict[str, str]]:
+    """Candidate faces: UTKFace's validation split when `data` holds the dataset (manifest.csv and
+    shards), else every image in the folder, labelled by its UTKFace-style name AGE_GENDER_RACE_*."""
+    if (data / "manifest.csv").is_file():
+        return validation_rows(data)
+    rows = []
+    for path in sorted(data.glob("*.jp*g")):
+        age, gender, race = path.name.split("_")[:3]
+        rows.append({"file": path.name, "age": age, "gender": gender, "race": race, "shard": ""})
+    if not rows:
+        raise FileNotFoundError(f"{data} has neither manifest.csv nor UTKFace-named images")
+    return rows
+
+
 def read_faces(data: Path, rows: list[dict[str, str]]) -> list[np.ndarray]:
-    """The BGR crops of `rows`, read straight from the tar shards, each shard opened once."""
-    by_shard: dict[str, list[int]] = defaultdict(list)
-    for i, row in enumerate(rows):
-        by_shard[row["shard"]].append(i)
-    faces: list[np.ndarray] = [np.empty(0)] * len(rows)
-    for shard, indices in sorted(by_shard.items()):
-        with tarfile.open(data / shard) as tar:
-            for i in indices:
-                try:
-                    member = tar.extractfile(rows[i]["file"])
-                except KeyError:
-                    raise FileNotFoundError(f"{rows[i]['file']} not in {data / shard}") from None
-                image = cv2.imdecode(np.frombuffer(member.read(), np.uint8), cv2.IMREAD_COLOR)
-                if image is None:
-                    raise ValueError(f"{rows[i]['file']} in {data / shard} is not a readable image")
-                faces[i] = cv2.resize(image, (CROP, CROP), interpolation=cv2.INTER_AREA)
-    return faces
+    """The BGR crops of `rows`, at CROP x CROP."""
+    if (data / "manifest.csv").is_file():
+        images = load_faces(rows, data)
+    else:
+        images = [cv2.imread(str(data / row["file"]), cv2.IMREAD_COLOR) for row in rows]
+    for row, image in zip(rows, images, strict=True):
+        if image is None:
+            raise ValueError(f"{row['file']} in {data} is not a readable image")
+    return [cv2.resize(image, (CROP, CROP), interpolation=cv2.INTER_AREA) for image in images]
 
 
 def head_mask(side: int = CROP) -> np.ndarray:
@@ -201,7 +204,7 @@ def make_background(width: int, height: int, pillars: list[Rect], rng: np.random
         left, right = sign.x0 + round(6 * k), sign.x1 - round((6 + 12 * i) * k)
         cv2.rectangle(image, (left, round(y)), (right, round(y + 4 * k)), (235, 235, 235), -1)
     # low-frequency mottling plus fine grain, so the scene is not a perfectly flat target for a detector
-    coarse = rng.normal(0, 5, (max(1, height // 16), max(1, width // 16))).astype(np.float32)
+    coarse = rng.normal(0, 3, (max(1, height // 16), max(1, width // 16))).astype(np.float32)
     mottle = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
     grain = rng.normal(0, 2, (height, width)).astype(np.float32)
     return np.clip(image + (mottle + grain)[..., None], 0, 255).astype(np.uint8)
@@ -350,7 +353,7 @@ def clip_stats(tracks: list[Track], pillars: list[Rect], boxes: list[list[int | 
 
 def paste(frame: np.ndarray, sprite: np.ndarray, x: int, y: int, side: int, angle: float, gain: float) -> None:
     """Alpha-blend a BGRA sprite into `frame` (in place), scaled to the side x side square at (x, y), rotated about
-    its centre and brightened by `gain`; parts outside the frame are dropped."""
+    its centre and scaled in brightness by `gain`; parts outside the frame are dropped."""
     height, width = frame.shape[:2]
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + side, width), min(y + side, height)
     if x0 >= x1 or y0 >= y1:
@@ -383,6 +386,7 @@ def render(
     fps: int,
     rng: np.random.Generator,
 ) -> None:
+    """Draw every frame (faces far to near, then the pillars over them), degrade it and append it to an mp4v file."""
     height, width = background.shape[:2]
     on_screen: list[list[tuple[int, int]]] = [[] for _ in range(frames)]
     for vid, track in enumerate(tracks):
@@ -410,12 +414,16 @@ def render(
         writer.release()
 
 
-def count_frames(path: Path) -> int:
+def probe(path: Path) -> tuple[int, int, int]:
+    """(frames, width, height) of a video as cv2.VideoCapture reads it back."""
     capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened():
             raise RuntimeError(f"cv2.VideoCapture cannot open {path}")
-        return int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        frames, width, height = (
+            int(capture.get(p)) for p in (cv2.CAP_PROP_FRAME_COUNT, cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT)
+        )
+        return frames, width, height
     finally:
         capture.release()
 
@@ -433,14 +441,15 @@ def generate(
     data: Path | str = DEFAULT_DATA,
 ) -> Path:
     """Write clip.mp4 and clip.json into out_dir, print a summary line and return the JSON's path."""
-    if visitors < 1 or width < 160 or height < 120 or fps < 1:
-        raise ValueError("need visitors >= 1, width >= 160, height >= 120 and fps >= 1")
+    # mp4v silently drops an odd last row or column, which would shift the frame away from the ground truth
+    if visitors < 1 or width < 160 or height < 120 or width % 2 or height % 2 or fps < 1:
+        raise ValueError("need visitors >= 1, an even width >= 160, an even height >= 120 and fps >= 1")
     data, out_dir = Path(data), Path(out_dir)
     if not data.is_dir():
-        raise FileNotFoundError(f"UTKFace folder {data} not found: pass --data DIR (the folder with manifest.csv)")
-    # independent streams, so e.g. asking for more visitors does not change the background or the faces' noise
+        raise FileNotFoundError(f"face folder {data} not found: pass --data DIR (UTKFace, or UTKFace-named images)")
+    # independent streams, so that e.g. asking for more visitors leaves the scene and the pillars as they were
     face_rng, scene_rng, path_rng, noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4))
-    rows = pick_faces(read_manifest(data), visitors, face_rng)
+    rows = pick_faces(face_rows(data), visitors, face_rng)
     mask = head_mask()
     sprites = [np.dstack([face, mask]) for face in read_faces(data, rows)]
     pillars = make_pillars(width, height, scene_rng)
@@ -452,8 +461,8 @@ def generate(
     out_dir.mkdir(parents=True, exist_ok=True)
     video = out_dir / VIDEO_NAME
     render(video, background, pillars, tracks, sprites, frames, fps, noise_rng)
-    if (written := count_frames(video)) != frames:
-        raise RuntimeError(f"{video} reads back with {written} frames, {frames} written")
+    if (read_back := probe(video)) != (frames, width, height):
+        raise RuntimeError(f"{video} reads back as (frames, width, height) {read_back}, not {(frames, width, height)}")
     truth = {
         "fps": fps,
         "width": width,
@@ -493,7 +502,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--width", type=int, default=REF_WIDTH)
     parser.add_argument("--height", type=int, default=REF_HEIGHT)
     parser.add_argument("--fps", type=int, default=25)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"UTKFace folder (default {DEFAULT_DATA})")
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="UTKFace folder, or a folder of UTKFace-named face images"
+    )
     args = parser.parse_args(argv)
     try:
         generate(args.out, args.seed, args.visitors, args.width, args.height, args.fps, args.data)

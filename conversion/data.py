@@ -60,3 +60,27 @@ def read_manifest(data: Path) -> list[dict[str, str]]:
         raise FileNotFoundError(f"{manifest} not found: pass --data DIR (the UTKFace folder with manifest.csv)")
     with manifest.open() as f:
         return list(csv.DictReader(f))
+
+
+def validation_rows(data: Path = DEFAULT_DATA) -> list[dict[str, str]]:
+    return [row for row in read_manifest(data) if is_validation(row["file"])]
+
+
+def load_faces(rows: list[dict[str, str]], data: Path = DEFAULT_DATA) -> list[np.ndarray]:
+    """Decode the named manifest rows' images straight from the tar shards, in the given order."""
+    import tarfile
+
+    import cv2
+
+    wanted: dict[str, list[str]] = {}
+    for row in rows:
+        wanted.setdefault(row["shard"], []).append(row["file"])
+    images: dict[str, np.ndarray] = {}
+    for shard, names in wanted.items():
+        with tarfile.open(data / shard) as tar:
+            for name in names:
+                member = tar.extractfile(name)
+                if member is None:
+                    raise FileNotFoundError(f"{name} is not in {data / shard}")
+                images[name] = cv2.imdecode(np.frombuffer(member.read(), np.uint8), cv2.IMREAD_COLOR)
+    return [images[row["file"]] for row in rows]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge.detections import NUM_KEYPOINTS, Detections, iou_matrix
+from edge.detections import NUM_KEYPOINTS, Detections, containment, iou_matrix
 from edge.models import model_path
 from edge.runtime import TFLiteModel
 
@@ -29,10 +29,16 @@ class DetectorSpec:
     default_score_threshold: float
 
 
+# MediaPipe's graphs use 0.6 (full) and 0.5 (short); 0.5 for both finds many more small faces at no
+# measurable cost in false detections (bench/detection_recall.py), and the tracker's confirmation
+# step removes one-frame false detections in video.
 DETECTORS = {
-    "full": DetectorSpec("face_detection_full_range_sparse.tflite", 192, (4,), False, 0.6),
+    "full": DetectorSpec("face_detection_full_range_sparse.tflite", 192, (4,), False, 0.5),
     "short": DetectorSpec("face_detection_short_range.tflite", 128, (8, 16, 16, 16), True, 0.5),
 }
+# Both models find ≥ 98 % of faces at least this wide in their input (measured on UTKFace faces).
+RELIABLE_FACE_AT_INPUT = 32
+Window = tuple[int, int, int, int]  # x, y, width, height in frame pixels
 
 
 def ssd_anchor_centers(input_size: int, strides: tuple[int, ...], extra_interpolated_anchor: bool) -> np.ndarray:
@@ -70,9 +76,11 @@ def decode_boxes(
     return Detections(boxes.astype(np.float32), scores[keep].astype(np.float32), keypoints.astype(np.float32))
 
 
-def weighted_nms(detections: Detections, iou_threshold: float = 0.3) -> Detections:
+def weighted_nms(detections: Detections, iou_threshold: float = 0.3, contained: float = 0.7) -> Detections:
     """MediaPipe's weighted NMS: each cluster around the best remaining box is replaced by the
-    score-weighted mean of its boxes and keypoints, keeping the best score."""
+    score-weighted mean of its boxes and keypoints, keeping the best score. Boxes lying mostly
+    (`contained`) inside a better one are dropped without averaging: a part of a face (seen in a
+    window, or half hidden) is not another face, and faces do not sit inside faces."""
     if len(detections) == 0:
         return detections
     order = np.argsort(-detections.scores, kind="stable")
@@ -82,19 +90,20 @@ def weighted_nms(detections: Detections, iou_threshold: float = 0.3) -> Detectio
         overlap = iou_matrix(remaining.boxes[:1], remaining.boxes)[0]
         cluster = overlap > iou_threshold
         cluster[0] = True
+        inside = containment(remaining.boxes[0], remaining.boxes) > contained
+        inside[0] = False
+        inside &= ~cluster
         weights = remaining.scores[cluster][:, None]
         total = weights.sum()
         boxes.append((remaining.boxes[cluster] * weights).sum(0) / total)
         keypoints.append((remaining.keypoints[cluster] * weights[:, :, None]).sum(0) / total)
         scores.append(remaining.scores[0])
-        remaining = remaining[~cluster]
+        remaining = remaining[~(cluster | inside)]
     return Detections(np.asarray(boxes, np.float32), np.asarray(scores, np.float32), np.asarray(keypoints, np.float32))
 
 
-def tile_windows(width: int, height: int, tile: int, overlap: float = 0.25) -> list[tuple[int, int, int, int]]:
-    """Square windows (x, y, w, h) of side `tile` covering the frame with at least `overlap` shared."""
-    if tile >= max(width, height):
-        return []
+def tile_windows(width: int, height: int, tile: int, overlap: float) -> list[Window]:
+    """Windows of side `tile` (cut to the frame) covering it, neighbours sharing at least `overlap`."""
 
     def starts(length: int) -> list[int]:
         if tile >= length:
@@ -103,16 +112,45 @@ def tile_windows(width: int, height: int, tile: int, overlap: float = 0.25) -> l
         count = math.ceil((length - tile) / step) + 1
         return [round(i * (length - tile) / (count - 1)) for i in range(count)]
 
-    side_w, side_h = min(tile, width), min(tile, height)
-    return [(x, y, side_w, side_h) for y in starts(height) for x in starts(width)]
+    return [(x, y, min(tile, width), min(tile, height)) for y in starts(height) for x in starts(width)]
+
+
+def pyramid_windows(width: int, height: int, min_face_px: float, reliable_fraction: float) -> list[Window]:
+    """Windows, smallest level first, in which every face from `min_face_px` up to what the whole
+    frame shows reliably lies entirely inside a window where it spans at least `reliable_fraction`
+    of the side. Each level doubles the side, so it covers faces of 1x..2x its smallest; windows
+    overlap by that largest face (a third of the side when the fraction is 1/6)."""
+    windows: list[Window] = []
+    side = min_face_px / reliable_fraction
+    while side < max(width, height):
+        windows += tile_windows(width, height, round(side), overlap=min(2 * reliable_fraction, 0.5))
+        side *= 2
+    return windows
+
+
+def drop_cut_faces(found: Detections, window: Window, width: int, height: int, margin: float = 2.0) -> Detections:
+    """Drop detections touching a window edge that lies inside the frame: such a face is cut, and
+    the overlap guarantees a neighbouring window holds it whole."""
+    x, y, w, h = window
+    b = found.boxes
+    cut = np.zeros(len(found), bool)
+    if x > 0:
+        cut |= b[:, 0] <= x + margin
+    if y > 0:
+        cut |= b[:, 1] <= y + margin
+    if x + w < width:
+        cut |= b[:, 2] >= x + w - margin
+    if y + h < height:
+        cut |= b[:, 3] >= y + h - margin
+    return found[~cut]
 
 
 class FaceDetector:
-    """BlazeFace on whole frames, plus overlapping tiles where faces of `min_face_px` would be too
-    small for the model input at full-frame scale.
+    """BlazeFace on a whole frame plus square windows of it, merged by weighted NMS.
 
-    `min_face_px` sets tiling: a frame is tiled so that a face of that width reaches
-    `min_face_at_input` pixels in the model input. `tiles=False` turns tiling off."""
+    Called with no windows, it searches the whole window pyramid (see `pyramid_windows`), so faces
+    down to `min_face_px` wide are found however large the frame: the mode for still images. A
+    video pipeline instead passes a few windows per frame (`window_schedule`, `zoom_window`)."""
 
     def __init__(
         self,
@@ -121,7 +159,6 @@ class FaceDetector:
         nms_threshold: float = 0.3,
         num_threads: int = 1,
         min_face_px: int = 40,
-        min_face_at_input: int = 16,
         tiles: bool = True,
     ) -> None:
         if model not in DETECTORS:
@@ -129,6 +166,9 @@ class FaceDetector:
         self.spec = DETECTORS[model]
         self.score_threshold = self.spec.default_score_threshold if score_threshold is None else score_threshold
         self.nms_threshold = nms_threshold
+        self.min_face_px = min_face_px
+        self.tiles = tiles
+        self.reliable_fraction = RELIABLE_FACE_AT_INPUT / self.spec.input_size
         self.net = TFLiteModel(model_path(self.spec.file), num_threads=num_threads)
         self.anchors = ssd_anchor_centers(self.spec.input_size, self.spec.strides, self.spec.extra_interpolated_anchor)
         shapes = self.net.output_shapes
@@ -136,7 +176,31 @@ class FaceDetector:
         self._score_output = 1 - self._box_output
         if shapes[self._box_output][1] != len(self.anchors):
             raise RuntimeError(f"{self.spec.file}: expected {len(self.anchors)} anchors, model has {shapes}")
-        self.tile_size = round(self.spec.input_size * min_face_px / min_face_at_input) if tiles else None
+        self._pyramids: dict[tuple[int, int], list[Window]] = {}
+
+    def windows(self, width: int, height: int) -> list[Window]:
+        """The window pyramid for this frame size (empty when tiling is off)."""
+        if not self.tiles:
+            return []
+        if (width, height) not in self._pyramids:
+            self._pyramids[width, height] = pyramid_windows(width, height, self.min_face_px, self.reliable_fraction)
+        return self._pyramids[width, height]
+
+    def reliable_in_frame(self, width: int, height: int) -> float:
+        """Face width the whole-frame pass alone finds reliably."""
+        return max(width, height) * self.reliable_fraction
+
+    def zoom_window(self, box: np.ndarray, width: int, height: int) -> Window | None:
+        """A window around a (tracked) face too small for the whole-frame pass, sized so the face
+        spans about 1.5x the reliable fraction of it; None if the face needs no zoom."""
+        face = float(max(box[2] - box[0], box[3] - box[1]))
+        if face >= self.reliable_in_frame(width, height) or not self.tiles:
+            return None
+        side = min(round(face / (1.5 * self.reliable_fraction)), width, height)
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        x = int(np.clip(round(cx - side / 2), 0, width - side))
+        y = int(np.clip(round(cy - side / 2), 0, height - side))
+        return x, y, side, side
 
     def _detect_square(self, image: np.ndarray) -> Detections:
         """Letterbox `image` into the model input and return detections in `image` pixels."""
@@ -162,16 +226,16 @@ class FaceDetector:
         # Normalized letterbox coordinates back to image pixels.
         return found.transformed(size / scale, -pad_x / scale, -pad_y / scale)
 
-    def __call__(self, image: np.ndarray) -> Detections:
-        """Faces in a BGR frame, in frame pixels, largest first."""
+    def __call__(self, image: np.ndarray, windows: list[Window] | None = None) -> Detections:
+        """Faces in a BGR frame, in frame pixels, largest first: the whole frame plus `windows`
+        (default: the whole pyramid)."""
         h, w = image.shape[:2]
         found = [self._detect_square(image)]
-        if self.tile_size is not None:
-            for x, y, tw, th in tile_windows(w, h, self.tile_size):
-                found.append(self._detect_square(image[y : y + th, x : x + tw]).transformed(1.0, x, y))
-        merged = found[0] if len(found) == 1 else weighted_nms(Detections.concatenate(found), self.nms_threshold)
-        if len(found) == 1:
-            merged = weighted_nms(merged, self.nms_threshold)
+        for window in self.windows(w, h) if windows is None else windows:
+            x, y, tw, th = window
+            in_window = self._detect_square(image[y : y + th, x : x + tw]).transformed(1.0, x, y)
+            found.append(drop_cut_faces(in_window, window, w, h))
+        merged = weighted_nms(Detections.concatenate(found), self.nms_threshold)
         return _clip_to_frame(merged, w, h).largest_first()
 
 

@@ -76,3 +76,11 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
     area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def containment(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """For each of `boxes`, the fraction of its area inside `box`."""
+    tl = np.maximum(box[:2], boxes[:, :2])
+    br = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.prod(np.clip(br - tl, 0, None), axis=1)
+    return inter / np.maximum(np.prod(boxes[:, 2:] - boxes[:, :2], axis=1), 1e-9)

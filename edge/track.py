@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from edge.detections import iou_matrix
+from edge.detections import containment, iou_matrix
 
 # Kalman noise, relative to the face's size (a face's apparent motion scales with its size).
 _POSITION_STD = 1 / 20
@@ -33,22 +33,23 @@ def _to_box(state: np.ndarray) -> np.ndarray:
 
 
 class KalmanBox:
-    """Constant-velocity Kalman filter over (cx, cy, w, h) and their rates per second."""
+    """Kalman filter over (cx, cy, w, h, vx, vy): constant velocity for the centre, a random walk
+    for the size. Size gets no velocity on purpose: a face sliding behind an obstacle shrinks, and
+    extrapolating that would collapse the box while it is hidden."""
 
     def __init__(self, box: np.ndarray) -> None:
-        self.x = np.concatenate([_to_state(box), np.zeros(4)])
+        self.x = np.concatenate([_to_state(box), np.zeros(2)])
         size = max(self.x[2], self.x[3])
         self.P = np.diag(
-            np.r_[np.full(4, (2 * _POSITION_STD * size) ** 2), np.full(4, (10 * _VELOCITY_STD * size) ** 2)]
+            np.r_[np.full(4, (2 * _POSITION_STD * size) ** 2), np.full(2, (10 * _VELOCITY_STD * size) ** 2)]
         )
 
     def predict(self, dt: float) -> np.ndarray:
-        F = np.eye(8)
-        F[:4, 4:] = np.eye(4) * dt
+        F = np.eye(6)
+        F[0, 4] = F[1, 5] = dt
         size = max(self.x[2], self.x[3])
-        q = np.r_[np.full(4, (_POSITION_STD * size) ** 2 * dt), np.full(4, (_VELOCITY_STD * size) ** 2 * dt)]
+        q = np.r_[np.full(4, (_POSITION_STD * size) ** 2 * dt), np.full(2, (_VELOCITY_STD * size) ** 2 * dt)]
         self.x = F @ self.x
-        self.x[2:4] = np.maximum(self.x[2:4], 1.0)
         self.P = F @ self.P @ F.T + np.diag(q)
         return _to_box(self.x)
 
@@ -108,7 +109,10 @@ def match(
         distance = np.linalg.norm(pred_c[:, None] - det_c[None], axis=2) / np.maximum(width, 1.0)
         ratio = (det[:, 2] - det[:, 0])[None, :] / np.maximum(pred[:, 2] - pred[:, 0], 1.0)[:, None]
         unseen = np.array([now - tracks[i].last_seen for i in free_tracks])[:, None]
-        allowed = (distance <= distance_gate * (1 + unseen)) & (ratio > 0.5) & (ratio < 2.0)
+        # A track seen once has no velocity estimate yet, so its prediction lags a moving face.
+        unknown_velocity = np.array([tracks[i].hits == 1 for i in free_tracks])[:, None]
+        gate = distance_gate * (1 + unseen) * np.where(unknown_velocity, 2.0, 1.0)
+        allowed = (distance <= gate) & (ratio > 0.5) & (ratio < 2.0)
         cost = np.where(allowed, distance, 1e6)
         rows, cols = linear_sum_assignment(cost)
         second = [(free_tracks[r], free_boxes[c]) for r, c in zip(rows, cols, strict=True) if allowed[r, c]]
@@ -156,7 +160,12 @@ class Tracker:
                 self.visitors += 1
                 track.id = self.visitors
             ids[b] = track.id
+        # An unmatched box mostly inside a live track's box is part of that person (half hidden
+        # behind something, or a partial detection), not someone new.
+        live = [t.box for t in self.tracks if t.confirmed]
         for b in free_boxes:
+            if live and max(containment(box, boxes[b : b + 1])[0] for box in live) > 0.5:
+                continue
             self.tracks.append(Track(boxes[b].astype(np.float32), timestamp, timestamp, KalmanBox(boxes[b])))
             if self.min_hits <= 1:
                 self.visitors += 1

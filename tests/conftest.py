@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FACE_FILES = sorted((FIXTURES / "faces").glob("*.jpg"))
+
+
+def face_label(path: Path) -> tuple[int, int]:
+    """(age, female) from a UTKFace file name."""
+    age, female = path.name.split("_")[:2]
+    return int(age), int(female)
+
+
+def background(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A plain, textured, face-free scene."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(60, 160, width, dtype=np.float32)[None, :, None]
+    image = np.repeat(np.repeat(ramp, height, axis=0), 3, axis=2) + rng.normal(0, 6, (height, width, 3))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def place(frame: np.ndarray, face: np.ndarray, x: int, y: int, width: int) -> tuple[int, int, int, int]:
+    """Paste a face crop scaled to `width` at (x, y); returns its square (x1, y1, x2, y2)."""
+    interpolation = cv2.INTER_AREA if width < face.shape[1] else cv2.INTER_LINEAR
+    frame[y : y + width, x : x + width] = cv2.resize(face, (width, width), interpolation=interpolation)
+    return x, y, x + width, y + width
+
+
+@pytest.fixture(scope="session")
+def faces() -> list[np.ndarray]:
+    assert FACE_FILES, "tests/fixtures/faces is empty"
+    return [cv2.imread(str(p)) for p in FACE_FILES]
+
+
+@pytest.fixture(scope="session")
+def sample_clip(tmp_path_factory) -> tuple[Path, dict]:
+    """A 6-visitor clip rendered from the fixture faces, and its ground truth."""
+    import json
+
+    from bench.clipgen import generate
+
+    truth = generate(tmp_path_factory.mktemp("clip"), seed=2, visitors=6, data=FIXTURES / "faces")
+    return truth.with_name("clip.mp4"), json.loads(truth.read_text())
+
+
+@pytest.fixture(scope="session")
+def analyzer():
+    from edge import Analyzer
+
+    return Analyzer()

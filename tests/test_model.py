@@ -1,0 +1,39 @@
+"""The shipped age/gender model, loaded with the runtime and checked on committed fixtures."""
+
+import numpy as np
+from conftest import FACE_FILES, face_label
+
+from edge.align import align_face, template_keypoints
+from edge.classify import AgeGenderModel
+from edge.models import AGE_GENDER_MODEL, model_path
+from edge.runtime import TFLiteModel
+
+
+def test_model_is_full_integer_and_small():
+    path = model_path(AGE_GENDER_MODEL)
+    assert path.stat().st_size <= 2 * 1024 * 1024
+    net = TFLiteModel(path)
+    assert net.input_dtype == np.int8
+    assert all(o["dtype"] == np.int8 for o in net.interpreter.get_output_details())
+    ops = {op["op_name"] for op in net.interpreter._get_ops_details()}
+    assert not ops & {"DEQUANTIZE", "QUANTIZE"}, f"float fallback ops in the graph: {ops}"
+
+
+def test_estimates_on_fixture_faces(faces):
+    model = AgeGenderModel()
+    estimates = [model(align_face(face, template_keypoints(200, 200), model.size)) for face in faces]
+    labels = [face_label(p) for p in FACE_FILES]
+    correct = sum((e.p_female >= 0.5) == bool(female) for e, (_, female) in zip(estimates, labels, strict=True))
+    errors = [abs(e.age - age) for e, (age, _) in zip(estimates, labels, strict=True)]
+    assert correct >= 10, f"gender right on only {correct} of {len(faces)} fixture faces"
+    assert np.mean(errors) < 9, f"age MAE {np.mean(errors):.1f} on fixture faces"
+    for e in estimates:
+        assert 0 <= e.p_female <= 1 and 0 <= e.age <= 100
+
+
+def test_flip_averages_the_mirror_image(faces):
+    plain, flipped = AgeGenderModel(flip=False), AgeGenderModel(flip=True)
+    crop = align_face(faces[2], template_keypoints(200, 200), plain.size)
+    mirror = np.ascontiguousarray(crop[:, ::-1])
+    expected = (plain(crop).p_female + plain(mirror).p_female) / 2
+    assert abs(flipped(crop).p_female - expected) < 1e-6
