@@ -23,7 +23,7 @@ import numpy as np
 
 from edge.align import align_face, template_keypoints
 from edge.classify import AgeGender, AgeGenderModel, age_band, gender_of
-from edge.detect import FaceDetector, Window
+from edge.detect import FaceDetector
 from edge.detections import LEFT_EYE, NOSE_TIP, RIGHT_EYE, Detections
 from edge.sources import Frame
 from edge.track import Track, Tracker
@@ -215,7 +215,8 @@ class Analyzer:
                 break
             self.times.frames += 1
             with self.times.stage("detect"):
-                found = self.detector(frame.image, self._stream_windows(frame, tracker))
+                tracked = np.array([t.box for t in tracker.tracks], np.float32).reshape(-1, 4)
+                found = self.detector.detect_stream(frame.image, frame.index, tracked)
             with self.times.stage("track"):
                 ids, ended = tracker.update(found.boxes, frame.timestamp)
             for i in np.flatnonzero(ids):
@@ -225,19 +226,6 @@ class Analyzer:
             )
         leftover = [self._visitor(t, samples.pop(t.id)) for t in tracker.finish()]
         yield FrameResult(None, Detections.empty(), np.zeros(0, np.int64), 0, leftover)
-
-    def _stream_windows(self, frame: Frame, tracker: Tracker) -> list[Window]:
-        """Per video frame, besides the whole frame: one pyramid window in turn (new small faces
-        are found within one cycle, e.g. 14 frames at 640x480) and a zoom window around each
-        tracked face too small for the whole-frame pass to keep seeing it."""
-        h, w = frame.image.shape[:2]
-        pyramid = self.detector.windows(w, h)
-        windows = [pyramid[frame.index % len(pyramid)]] if pyramid else []
-        for track in tracker.tracks:
-            zoom = self.detector.zoom_window(track.box, w, h)
-            if zoom is not None:
-                windows.append(zoom)
-        return windows
 
     def _maybe_classify(self, state: _TrackSamples, image: np.ndarray, keypoints: np.ndarray, box: np.ndarray) -> None:
         state.frames += 1

@@ -226,17 +226,38 @@ class FaceDetector:
         # Normalized letterbox coordinates back to image pixels.
         return found.transformed(size / scale, -pad_x / scale, -pad_y / scale)
 
-    def __call__(self, image: np.ndarray, windows: list[Window] | None = None) -> Detections:
-        """Faces in a BGR frame, in frame pixels, largest first: the whole frame plus `windows`
-        (default: the whole pyramid)."""
+    def _detect_windows(self, image: np.ndarray, whole: Detections, windows: list[Window]) -> Detections:
         h, w = image.shape[:2]
-        found = [self._detect_square(image)]
-        for window in self.windows(w, h) if windows is None else windows:
+        found = [whole]
+        for window in windows:
             x, y, tw, th = window
             in_window = self._detect_square(image[y : y + th, x : x + tw]).transformed(1.0, x, y)
             found.append(drop_cut_faces(in_window, window, w, h))
         merged = weighted_nms(Detections.concatenate(found), self.nms_threshold)
         return _clip_to_frame(merged, w, h).largest_first()
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        """Faces in a BGR image, in pixels, largest first: the whole image and its window pyramid."""
+        h, w = image.shape[:2]
+        return self._detect_windows(image, self._detect_square(image), self.windows(w, h))
+
+    def detect_stream(self, image: np.ndarray, index: int, tracked: np.ndarray) -> Detections:
+        """Faces in frame `index` of a video, given the boxes (N, 4) of faces being tracked.
+
+        Besides the whole frame: one window of the pyramid in turn, so new small faces are found
+        within one cycle (14 frames at 640x480), and a zoom window around each tracked face that
+        the whole-frame pass missed and is too small for it, so small faces stay tracked."""
+        h, w = image.shape[:2]
+        whole = self._detect_square(image)
+        pyramid = self.windows(w, h)
+        windows = [pyramid[index % len(pyramid)]] if pyramid else []
+        if len(tracked):
+            seen = iou_matrix(tracked, whole.boxes).max(axis=1) if len(whole) else np.zeros(len(tracked))
+            for box in tracked[seen < 0.3]:
+                zoom = self.zoom_window(box, w, h)
+                if zoom is not None:
+                    windows.append(zoom)
+        return self._detect_windows(image, whole, windows)
 
 
 def _clip_to_frame(detections: Detections, width: int, height: int) -> Detections:
