@@ -138,13 +138,14 @@ class StageTimes:
         return per_frame
 
 
-def frontal_quality(keypoints: np.ndarray, box: np.ndarray) -> float:
-    """Crop quality for choosing which frames to classify: face width times frontalness (the nose
-    centred between the eyes gives 1, a profile gives ~0)."""
+def frontal_quality(keypoints: np.ndarray, box: np.ndarray, width: int, height: int) -> float:
+    """Crop quality for choosing which views to classify: face width times frontalness (the nose
+    centred between the eyes gives 1, a profile ~0), halved for a face cut by the frame edge."""
     right = np.linalg.norm(keypoints[NOSE_TIP] - keypoints[RIGHT_EYE])
     left = np.linalg.norm(keypoints[NOSE_TIP] - keypoints[LEFT_EYE])
     symmetry = 1.0 - abs(right - left) / max(right + left, 1e-6)
-    return float(box[2] - box[0]) * symmetry
+    at_edge = box[0] <= 1 or box[1] <= 1 or box[2] >= width - 1 or box[3] >= height - 1
+    return float(box[2] - box[0]) * symmetry * (0.5 if at_edge else 1.0)
 
 
 @dataclass
@@ -222,9 +223,9 @@ class Analyzer:
             for i in np.flatnonzero(ids):
                 self._maybe_classify(samples[int(ids[i])], frame.image, found.keypoints[i], found.boxes[i])
             yield FrameResult(
-                frame, found, ids, len(tracker.in_view), [self._visitor(t, samples.pop(t.id)) for t in ended]
+                frame, found, ids, len(tracker.in_view), [self._visitor(t, samples.pop(t.id, _TrackSamples())) for t in ended]
             )
-        leftover = [self._visitor(t, samples.pop(t.id)) for t in tracker.finish()]
+        leftover = [self._visitor(t, samples.pop(t.id, _TrackSamples())) for t in tracker.finish()]
         yield FrameResult(None, Detections.empty(), np.zeros(0, np.int64), 0, leftover)
 
     def _maybe_classify(self, state: _TrackSamples, image: np.ndarray, keypoints: np.ndarray, box: np.ndarray) -> None:
@@ -232,10 +233,11 @@ class Analyzer:
         state.since_sample += 1
         if state.attempts >= self.config.max_classifications:
             return
-        quality = frontal_quality(keypoints, box)
-        # Sample the first sighting, then every few frames, or at once when a clearly better
-        # (larger, more frontal) view appears.
-        if state.attempts and state.since_sample < self.config.classify_every and quality < 1.25 * state.best_quality:
+        quality = frontal_quality(keypoints, box, image.shape[1], image.shape[0])
+        # The first sighting, then at doubling intervals (so samples spread over a long visit
+        # instead of its first second), or at once when a clearly better view appears.
+        interval = self.config.classify_every * 2 ** max(state.attempts - 1, 0)
+        if state.attempts and state.since_sample < interval and quality < 1.25 * state.best_quality:
             return
         state.attempts += 1
         state.since_sample = 0
