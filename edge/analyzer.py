@@ -222,10 +222,8 @@ class Analyzer:
                 ids, ended = tracker.update(found.boxes, frame.timestamp)
             for i in np.flatnonzero(ids):
                 self._maybe_classify(samples[int(ids[i])], frame.image, found.keypoints[i], found.boxes[i])
-            yield FrameResult(
-                frame, found, ids, len(tracker.in_view), [self._visitor(t, samples.pop(t.id, _TrackSamples())) for t in ended]
-            )
-        leftover = [self._visitor(t, samples.pop(t.id, _TrackSamples())) for t in tracker.finish()]
+            yield FrameResult(frame, found, ids, len(tracker.in_view), self._visitors(ended, samples))
+        leftover = self._visitors(tracker.finish(), samples)
         yield FrameResult(None, Detections.empty(), np.zeros(0, np.int64), 0, leftover)
 
     def _maybe_classify(self, state: _TrackSamples, image: np.ndarray, keypoints: np.ndarray, box: np.ndarray) -> None:
@@ -244,6 +242,13 @@ class Analyzer:
         state.best_quality = max(state.best_quality, quality)
         state.samples.append((quality, self.estimate(image, keypoints)))
 
-    def _visitor(self, track: Track, state: _TrackSamples) -> Visitor:
-        p_female, age = state.combined(keep=max(1, self.config.max_classifications // 2 + 1))
-        return Visitor(track.id, track.first_seen, track.last_seen, track.hits, p_female, age, len(state.samples))
+    def _visitors(self, ended: list[Track], samples: dict[int, _TrackSamples]) -> list[Visitor]:
+        """Ended tracks as visitors, their estimates combined over the best-quality samples."""
+        visitors = []
+        for track in ended:
+            state = samples.pop(track.id, _TrackSamples())
+            p_female, age = state.combined(keep=max(1, self.config.max_classifications // 2 + 1))
+            visitors.append(
+                Visitor(track.id, track.first_seen, track.last_seen, track.hits, p_female, age, len(state.samples))
+            )
+        return visitors
