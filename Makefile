@@ -24,6 +24,7 @@ demo: setup $(SAMPLE)
 	$(BIN)/aicctv analyze $(SAMPLE)
 
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 lint: setup
