@@ -1,0 +1,190 @@
+"""The MQTT wire contract between edge devices and the central log: topics and payloads.
+
+This module is the public API described in docs/mqtt.md; the edge daemon and the central
+subscriber both import it, so they cannot disagree. Payloads are JSON objects carrying
+`"schema": SCHEMA_VERSION`; a receiver rejects (and counts) anything malformed, oversized, of an
+unknown schema version, or whose device id differs from the topic's.
+
+Topics, under a configurable prefix (default `aicctv`) and one device id per edge:
+
+    <prefix>/<device>/status        retained "online" / "offline" (the last will)
+    <prefix>/<device>/live          LiveCounts, QoS 0, at most ~1 s old
+    <prefix>/<device>/hourly        HourlyRecord, QoS 1, one per device-hour (revisions replace)
+    <prefix>/<device>/cmd/resync    ResyncRequest from central: republish hours in a range
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from edge.classify import AGE_BANDS
+
+SCHEMA_VERSION = 1
+DEFAULT_PREFIX = "aicctv"
+MAX_PAYLOAD_BYTES = 16 * 1024
+GENDERS = ("female", "male")
+STATUS_ONLINE, STATUS_OFFLINE = "online", "offline"
+CHANNELS = ("status", "live", "hourly", "cmd/resync")
+# No MQTT wildcards or separators in ids, so a device id is always exactly one topic level.
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_PREFIX = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+
+
+class ContractError(ValueError):
+    """A topic or payload that breaks the contract; the message says which rule."""
+
+
+def check_device_id(device: str) -> str:
+    if not isinstance(device, str) or not _DEVICE_ID.match(device):
+        raise ContractError(f"invalid device id {device!r}: use 1-64 of A-Z a-z 0-9 _ . - (no / + # or spaces)")
+    return device
+
+
+def check_prefix(prefix: str) -> str:
+    if not isinstance(prefix, str) or not _PREFIX.match(prefix):
+        raise ContractError(f"invalid topic prefix {prefix!r}: use levels of A-Z a-z 0-9 _ . - separated by /")
+    return prefix
+
+
+def topic(prefix: str, device: str, channel: str) -> str:
+    if channel not in CHANNELS:
+        raise ContractError(f"unknown channel {channel!r}: one of {', '.join(CHANNELS)}")
+    return f"{check_prefix(prefix)}/{check_device_id(device)}/{channel}"
+
+
+def parse_topic(prefix: str, name: str) -> tuple[str, str]:
+    """(device id, channel) of a topic under `prefix`."""
+    head = check_prefix(prefix) + "/"
+    if not name.startswith(head):
+        raise ContractError(f"topic {name!r} is not under {prefix!r}")
+    device, _, channel = name[len(head) :].partition("/")
+    if channel not in CHANNELS:
+        raise ContractError(f"topic {name!r}: unknown channel {channel!r}")
+    return check_device_id(device), channel
+
+
+def hour_start(timestamp: float) -> str:
+    """The UTC hour containing a Unix time, as 'YYYY-MM-DDTHH:00:00Z'."""
+    return datetime.fromtimestamp(timestamp - timestamp % 3600, UTC).strftime("%Y-%m-%dT%H:00:00Z")
+
+
+def parse_hour(value: str) -> float:
+    """Unix time of an hour start written as by `hour_start`."""
+    try:
+        moment = datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except (TypeError, ValueError):
+        raise ContractError(f"hour {value!r} is not 'YYYY-MM-DDTHH:00:00Z'") from None
+    if moment.minute or moment.second:
+        raise ContractError(f"hour {value!r} does not start an hour")
+    return moment.timestamp()
+
+
+def empty_counts() -> dict[str, dict[str, int]]:
+    return {gender: dict.fromkeys(AGE_BANDS, 0) for gender in GENDERS}
+
+
+@dataclass(frozen=True)
+class HourlyRecord:
+    """One device-hour. A later `revision` of the same (device, hour) replaces an earlier one."""
+
+    device: str
+    hour: str
+    visitors: int
+    counts: dict[str, dict[str, int]]
+    mean_dwell_s: float
+    frames: int
+    coverage: float
+    revision: int
+    schema: int = SCHEMA_VERSION
+
+    def validate(self) -> HourlyRecord:
+        check_device_id(self.device)
+        parse_hour(self.hour)
+        _check_int(self.visitors, "visitors")
+        _check_int(self.frames, "frames")
+        _check_int(self.revision, "revision")
+        if set(self.counts) != set(GENDERS) or any(set(by_band) != set(AGE_BANDS) for by_band in self.counts.values()):
+            raise ContractError(f"counts must map each of {GENDERS} to each age band {AGE_BANDS}")
+        for by_band in self.counts.values():
+            for n in by_band.values():
+                _check_int(n, "counts")
+        if sum(sum(by_band.values()) for by_band in self.counts.values()) > self.visitors:
+            raise ContractError("counts add up to more than visitors")
+        _check_number(self.mean_dwell_s, "mean_dwell_s")
+        _check_number(self.coverage, "coverage")
+        if self.coverage > 1:
+            raise ContractError(f"coverage {self.coverage} is above 1")
+        return self
+
+
+@dataclass(frozen=True)
+class LiveCounts:
+    device: str
+    time: float
+    in_view: int
+    visitors_this_hour: int
+    schema: int = SCHEMA_VERSION
+
+    def validate(self) -> LiveCounts:
+        check_device_id(self.device)
+        _check_number(self.time, "time")
+        _check_int(self.in_view, "in_view")
+        _check_int(self.visitors_this_hour, "visitors_this_hour")
+        return self
+
+
+@dataclass(frozen=True)
+class ResyncRequest:
+    """Central asks a device to republish its hourly records for hours in [since, until]."""
+
+    since: str
+    until: str
+    schema: int = SCHEMA_VERSION
+
+    def validate(self) -> ResyncRequest:
+        if parse_hour(self.since) > parse_hour(self.until):
+            raise ContractError(f"resync range {self.since} .. {self.until} is empty")
+        return self
+
+
+Payload = HourlyRecord | LiveCounts | ResyncRequest
+
+
+def _check_int(value: Any, name: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ContractError(f"{name} must be a non-negative integer, got {value!r}")
+
+
+def _check_number(value: Any, name: str) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value != value or value < 0:
+        raise ContractError(f"{name} must be a non-negative number, got {value!r}")
+
+
+def encode(payload: Payload) -> bytes:
+    return json.dumps(asdict(payload.validate()), separators=(",", ":"), sort_keys=True).encode()
+
+
+def decode(kind: type[Payload], data: bytes, device: str | None = None) -> Payload:
+    """Parse and validate a payload of `kind`; `device` is the id in the topic it came on."""
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise ContractError(f"payload of {len(data)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        obj = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ContractError(f"payload is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ContractError("payload is not a JSON object")
+    if obj.get("schema") != SCHEMA_VERSION:
+        raise ContractError(f"unknown schema version {obj.get('schema')!r} (this receiver knows {SCHEMA_VERSION})")
+    names = {f.name for f in fields(kind)}
+    if set(obj) != names:
+        missing, extra = sorted(names - set(obj)), sorted(set(obj) - names)
+        raise ContractError(f"{kind.__name__} fields wrong: missing {missing}, unexpected {extra}")
+    payload = kind(**obj).validate()
+    if device is not None and getattr(payload, "device", device) != device:
+        raise ContractError(f"device id {payload.device!r} differs from the topic's {device!r}")
+    return payload
