@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--teacher", type=Path, help="a trained model.keras to distil from (soft targets)")
+    parser.add_argument("--teacher-weight", type=float, default=0.5, help="share of the targets from the teacher")
+    parser.add_argument("--ema", action="store_true", help="keep an exponential moving average of the weights")
     args = parser.parse_args(argv)
 
     import keras
@@ -61,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     from conversion.model import build
 
     keras.utils.set_random_seed(args.seed)
+    teacher = keras.models.load_model(args.teacher, compile=False) if args.teacher else None
     data = Prepared.load(args.cache)
     train_index, val_index = data.split(False), data.split(True)
     print(f"train {len(train_index)} faces, validation {len(val_index)} faces (sha1 split)")
@@ -82,7 +86,15 @@ def main(argv: list[str] | None = None) -> None:
             rng = np.random.default_rng([args.seed, self.epoch, i])
             batch = self.order[i * args.batch : (i + 1) * args.batch]
             x = np.stack([augmented_crop(data.images[j], data.keypoints[j], args.size, rng) for j in batch])
-            return x.astype(np.float32), targets(data, batch)
+            x = x.astype(np.float32)
+            y = targets(data, batch)
+            if teacher is not None:
+                # Distillation through the targets: the losses already take soft labels.
+                out = teacher(x, training=False)
+                w = args.teacher_weight
+                y["gender"] = (1 - w) * y["gender"] + w * tf.sigmoid(out["gender"]).numpy()
+                y["age"][:, :-1] = (1 - w) * y["age"][:, :-1] + w * tf.nn.softmax(out["age"]).numpy()
+            return x, y
 
     def age_loss(y_true, y_pred):
         dist, age = y_true[:, :-1], y_true[:, -1]
@@ -97,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         0.0, steps - steps // 20, warmup_target=args.lr, warmup_steps=steps // 20
     )
     model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.02),
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.02, use_ema=args.ema, ema_momentum=0.999),
         loss={
             "gender": keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=0.05),
             "age": age_loss,
