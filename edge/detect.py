@@ -208,8 +208,7 @@ class FaceDetector:
         h, w = image.shape[:2]
         scale = size / max(h, w)
         rw, rh = max(1, round(w * scale)), max(1, round(h * scale))
-        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        resized = cv2.resize(image, (rw, rh), interpolation=interpolation)
+        resized = shrink(image, rw, rh)
         pad_x, pad_y = (size - rw) // 2, (size - rh) // 2
         canvas = np.zeros((size, size, 3), np.uint8)
         canvas[pad_y : pad_y + rh, pad_x : pad_x + rw] = resized
@@ -258,6 +257,15 @@ class FaceDetector:
                 if zoom is not None:
                     windows.append(zoom)
         return self._detect_windows(image, whole, windows)
+
+
+def shrink(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize to (width, height) without aliasing: Gaussian halvings while more than 2x too big,
+    then one bilinear step. OpenCV's area resize does the same job but costs ~20x more at
+    non-integer ratios, and this runs on every frame."""
+    while image.shape[1] >= 2 * width and image.shape[0] >= 2 * height:
+        image = cv2.pyrDown(image)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def _clip_to_frame(detections: Detections, width: int, height: int) -> Detections:
