@@ -398,7 +398,7 @@ def render(
     if not writer.isOpened():
         raise RuntimeError(f"cv2.VideoWriter cannot write {path} with mp4v")
     try:
-        for f in tqdm(range(frames), desc="clipgen", unit="frame"):
+        for f in tqdm(range(frames), desc="clipgen", unit="frame", disable=None):
             frame = background.copy()
             # larger faces are nearer the camera, so they are drawn last and pass in front of smaller ones
             for vid, j in sorted(on_screen[f], key=lambda e: tracks[e[0]].size[e[1]]):

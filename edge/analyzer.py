@@ -26,7 +26,7 @@ from edge.classify import AgeGender, AgeGenderModel, age_band, gender_of
 from edge.detect import FaceDetector
 from edge.detections import LEFT_EYE, NOSE_TIP, RIGHT_EYE, Detections
 from edge.sources import Frame
-from edge.track import Track, Tracker
+from edge.track import Track, Tracker, appearances
 
 STAGES = ("decode", "detect", "align", "classify", "track")
 
@@ -219,7 +219,8 @@ class Analyzer:
                 tracked = np.array([t.box for t in tracker.tracks], np.float32).reshape(-1, 4)
                 found = self.detector.detect_stream(frame.image, frame.index, tracked)
             with self.times.stage("track"):
-                ids, ended = tracker.update(found.boxes, frame.timestamp)
+                features = appearances(frame.image, found.boxes)
+                ids, ended = tracker.update(found.boxes, frame.timestamp, features)
             for i in np.flatnonzero(ids):
                 self._maybe_classify(samples[int(ids[i])], frame.image, found.keypoints[i], found.boxes[i])
             yield FrameResult(frame, found, ids, len(tracker.in_view), self._visitors(ended, samples))
