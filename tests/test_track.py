@@ -54,3 +54,43 @@ def test_fast_face_with_no_overlap_between_frames_is_followed():
     frames = [[box(40 + 70 * i, 200, 50)] for i in range(9)]
     _, ended = run(Tracker(), frames, fps=10)
     assert len(ended) == 1
+
+
+def colour(hue_bin: int) -> np.ndarray:
+    feature = np.zeros(128, np.float32)
+    feature[hue_bin * 8 : hue_bin * 8 + 8] = 1 / 8
+    return feature
+
+
+def run_with_looks(frames: list[list[tuple[list[float], np.ndarray]]], fps: float = 25) -> list:
+    tracker, ended = Tracker(), []
+    for i, faces in enumerate(frames):
+        boxes = np.array([b for b, _ in faces], np.float32).reshape(-1, 4)
+        looks = np.array([f for _, f in faces], np.float32).reshape(-1, 128)
+        ended += tracker.update(boxes, i / fps, looks)[1]
+    return ended + tracker.finish()
+
+
+def test_someone_reappearing_nearby_after_a_short_hide_is_the_same_visitor():
+    before = [[(box(300, 200), colour(3))]] * 15
+    hidden = [[]] * 12
+    after = [[(box(300 + 80, 200), colour(3))]] * 15  # 1.3 face widths away: beyond plain matching
+    assert len(run_with_looks(before + hidden + after)) == 1
+
+
+def test_someone_who_looks_different_at_the_same_place_is_someone_else():
+    before = [[(box(300, 200), colour(3))]] * 15
+    hidden = [[]] * 12
+    after = [[(box(300 + 80, 200), colour(11))]] * 15
+    assert len(run_with_looks(before + hidden + after)) == 2
+
+
+def test_appearance_of_a_face_box(faces):
+    from edge.track import appearance, similarity
+
+    face = faces[0]
+    whole = np.array([0, 0, 200, 200], np.float32)
+    a, b = appearance(face, whole), appearance(face[:, ::-1].copy(), whole)
+    assert a.shape == (128,) and abs(a.sum() - 1) < 1e-5
+    assert similarity(a[None], b[None])[0, 0] > 0.95  # mirror image: same colours
+    assert similarity(a[None], appearance(faces[5], whole)[None])[0, 0] < 1.0
