@@ -1,0 +1,56 @@
+import pytest
+
+from edge.analyzer import Visitor
+from edge.hourly import HourlyTally
+
+NINE = 1767603600.0  # 2026-01-05T09:00:00Z
+
+
+def visitor(first: float, last: float, p_female: float | None = 0.9, age: float | None = 25.0) -> Visitor:
+    return Visitor(track=1, first_seen=first, last_seen=last, frames=10, p_female=p_female, age=age, samples=1)
+
+
+def run_frames(tally: HourlyTally, start: float, end: float, fps: float = 5) -> None:
+    t = start
+    while t < end:
+        tally.frame(t)
+        t += 1 / fps
+
+
+def test_a_full_hour_of_frames_and_visitors():
+    tally = HourlyTally("shop-1")
+    run_frames(tally, NINE, NINE + 3600)
+    tally.visitor(visitor(NINE + 10, NINE + 40))
+    tally.visitor(visitor(NINE + 100, NINE + 110, p_female=0.2, age=67))
+    assert tally.close(NINE + 3600) == []  # not before the grace period
+    (record,) = tally.close(NINE + 3600 + 60)
+    assert record.hour == "2026-01-05T09:00:00Z" and record.revision == 1
+    assert record.visitors == 2 and record.mean_dwell_s == 20.0
+    assert record.counts["female"]["20-29"] == 1 and record.counts["male"]["60+"] == 1
+    assert record.frames == 18000
+    assert record.coverage == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_gap_in_frames_shows_in_coverage():
+    tally = HourlyTally("shop-1", max_gap_s=2)
+    run_frames(tally, NINE, NINE + 1800)
+    run_frames(tally, NINE + 2700, NINE + 3600)  # camera lost for 15 minutes
+    (record,) = tally.close(0, final=True)
+    assert record.coverage == pytest.approx(0.75, abs=1e-3)
+
+
+def test_a_visitor_ending_after_the_hour_closed_revises_it():
+    tally = HourlyTally("shop-1")
+    run_frames(tally, NINE + 3500, NINE + 3700)
+    assert [r.hour for r in tally.close(NINE + 3600 + 61)] == ["2026-01-05T09:00:00Z"]
+    revised = tally.visitor(visitor(NINE + 3590, NINE + 3700))
+    assert revised is not None and revised.revision == 2 and revised.visitors == 1
+    assert tally.visitors_in_hour(NINE + 3600) == 0
+
+
+def test_an_unclassified_visitor_counts_only_in_the_total():
+    tally = HourlyTally("shop-1")
+    tally.frame(NINE)
+    tally.visitor(visitor(NINE, NINE + 1, p_female=None, age=None))
+    (record,) = tally.close(0, final=True)
+    assert record.visitors == 1 and sum(sum(b.values()) for b in record.counts.values()) == 0
