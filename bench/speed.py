@@ -19,7 +19,7 @@ from edge import Analyzer, AnalyzerConfig, open_source
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clip", type=Path, default=Path(".cache/clips/default"))
+    parser.add_argument("--clip", type=Path, default=Path(".cache/clips/seed0"))
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     if not (args.clip / "clip.mp4").is_file():

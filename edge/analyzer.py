@@ -217,7 +217,11 @@ class Analyzer:
             self.times.frames += 1
             with self.times.stage("detect"):
                 tracked = np.array([t.box for t in tracker.tracks], np.float32).reshape(-1, 4)
-                found = self.detector.detect_stream(frame.image, frame.index, tracked)
+                # A confirmed track rides out a missed frame on its prediction, so its zoom window
+                # (if it needs one) runs every other frame, staggered across tracks; a tentative
+                # track is dropped at its first miss, so it is zoomed every frame.
+                zoom = np.array([not t.confirmed or (frame.index + t.id) % 2 == 0 for t in tracker.tracks], bool)
+                found = self.detector.detect_stream(frame.image, frame.index, tracked, zoom)
             with self.times.stage("track"):
                 features = appearances(frame.image, found.boxes)
                 ids, ended = tracker.update(found.boxes, frame.timestamp, features)

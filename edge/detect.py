@@ -145,29 +145,14 @@ def drop_cut_faces(found: Detections, window: Window, width: int, height: int, m
     return found[~cut]
 
 
-class FaceDetector:
-    """BlazeFace on a whole frame plus square windows of it, merged by weighted NMS.
+class BlazeFace:
+    """One BlazeFace model: letterboxes an image into its input and decodes its faces."""
 
-    Called with no windows, it searches the whole window pyramid (see `pyramid_windows`), so faces
-    down to `min_face_px` wide are found however large the frame: the mode for still images. A
-    video pipeline instead passes a few windows per frame (`window_schedule`, `zoom_window`)."""
-
-    def __init__(
-        self,
-        model: str = "full",
-        score_threshold: float | None = None,
-        nms_threshold: float = 0.3,
-        num_threads: int = 1,
-        min_face_px: int = 40,
-        tiles: bool = True,
-    ) -> None:
-        if model not in DETECTORS:
-            raise ValueError(f"unknown detector model {model!r}: choose one of {', '.join(DETECTORS)}")
-        self.spec = DETECTORS[model]
+    def __init__(self, name: str, score_threshold: float | None, num_threads: int) -> None:
+        if name not in DETECTORS:
+            raise ValueError(f"unknown detector model {name!r}: choose one of {', '.join(DETECTORS)}")
+        self.spec = DETECTORS[name]
         self.score_threshold = self.spec.default_score_threshold if score_threshold is None else score_threshold
-        self.nms_threshold = nms_threshold
-        self.min_face_px = min_face_px
-        self.tiles = tiles
         self.reliable_fraction = RELIABLE_FACE_AT_INPUT / self.spec.input_size
         self.net = TFLiteModel(model_path(self.spec.file), num_threads=num_threads)
         self.anchors = ssd_anchor_centers(self.spec.input_size, self.spec.strides, self.spec.extra_interpolated_anchor)
@@ -176,34 +161,9 @@ class FaceDetector:
         self._score_output = 1 - self._box_output
         if shapes[self._box_output][1] != len(self.anchors):
             raise RuntimeError(f"{self.spec.file}: expected {len(self.anchors)} anchors, model has {shapes}")
-        self._pyramids: dict[tuple[int, int], list[Window]] = {}
 
-    def windows(self, width: int, height: int) -> list[Window]:
-        """The window pyramid for this frame size (empty when tiling is off)."""
-        if not self.tiles:
-            return []
-        if (width, height) not in self._pyramids:
-            self._pyramids[width, height] = pyramid_windows(width, height, self.min_face_px, self.reliable_fraction)
-        return self._pyramids[width, height]
-
-    def reliable_in_frame(self, width: int, height: int) -> float:
-        """Face width the whole-frame pass alone finds reliably."""
-        return max(width, height) * self.reliable_fraction
-
-    def zoom_window(self, box: np.ndarray, width: int, height: int) -> Window | None:
-        """A window around a (tracked) face too small for the whole-frame pass, sized so the face
-        spans about 1.5x the reliable fraction of it; None if the face needs no zoom."""
-        face = float(max(box[2] - box[0], box[3] - box[1]))
-        if face >= self.reliable_in_frame(width, height) or not self.tiles:
-            return None
-        side = min(round(face / (1.5 * self.reliable_fraction)), width, height)
-        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        x = int(np.clip(round(cx - side / 2), 0, width - side))
-        y = int(np.clip(round(cy - side / 2), 0, height - side))
-        return x, y, side, side
-
-    def _detect_square(self, image: np.ndarray) -> Detections:
-        """Letterbox `image` into the model input and return detections in `image` pixels."""
+    def __call__(self, image: np.ndarray) -> Detections:
+        """Faces in `image` (letterboxed into the model input), in `image` pixels."""
         size = self.spec.input_size
         h, w = image.shape[:2]
         scale = size / max(h, w)
@@ -225,12 +185,63 @@ class FaceDetector:
         # Normalized letterbox coordinates back to image pixels.
         return found.transformed(size / scale, -pad_x / scale, -pad_y / scale)
 
+
+class FaceDetector:
+    """BlazeFace on a whole frame plus square windows of it, merged by weighted NMS.
+
+    Called on a still image, it searches the whole window pyramid (see `pyramid_windows`), so faces
+    down to `min_face_px` wide are found however large the frame. On video, `detect_stream` looks
+    at a few windows per frame instead.
+
+    The short-range model is not used for zoom windows although it is 3x cheaper: on generated
+    clips it lost fully visible faces for seconds that full-range kept (bench/counting.py)."""
+
+    def __init__(
+        self,
+        model: str = "full",
+        score_threshold: float | None = None,
+        nms_threshold: float = 0.3,
+        num_threads: int = 1,
+        min_face_px: int = 40,
+        tiles: bool = True,
+    ) -> None:
+        self.model = BlazeFace(model, score_threshold, num_threads)
+        self.nms_threshold = nms_threshold
+        self.min_face_px = min_face_px
+        self.tiles = tiles
+        self._pyramids: dict[tuple[int, int], list[Window]] = {}
+
+    def windows(self, width: int, height: int) -> list[Window]:
+        """The window pyramid for this frame size (empty when tiling is off)."""
+        if not self.tiles:
+            return []
+        if (width, height) not in self._pyramids:
+            fraction = self.model.reliable_fraction
+            self._pyramids[width, height] = pyramid_windows(width, height, self.min_face_px, fraction)
+        return self._pyramids[width, height]
+
+    def reliable_in_frame(self, width: int, height: int) -> float:
+        """Face width the whole-frame pass alone finds reliably."""
+        return max(width, height) * self.model.reliable_fraction
+
+    def zoom_window(self, box: np.ndarray, width: int, height: int) -> Window | None:
+        """A window around a (tracked) face too small for the whole-frame pass, sized so the face
+        spans 1.5x the reliable fraction of it; None if the face needs no zoom."""
+        face = float(max(box[2] - box[0], box[3] - box[1]))
+        if face >= self.reliable_in_frame(width, height) or not self.tiles:
+            return None
+        side = min(round(face / (1.5 * self.model.reliable_fraction)), width, height)
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        x = int(np.clip(round(cx - side / 2), 0, width - side))
+        y = int(np.clip(round(cy - side / 2), 0, height - side))
+        return x, y, side, side
+
     def _detect_windows(self, image: np.ndarray, whole: Detections, windows: list[Window]) -> Detections:
         h, w = image.shape[:2]
         found = [whole]
         for window in windows:
             x, y, tw, th = window
-            in_window = self._detect_square(image[y : y + th, x : x + tw]).transformed(1.0, x, y)
+            in_window = self.model(image[y : y + th, x : x + tw]).transformed(1.0, x, y)
             found.append(drop_cut_faces(in_window, window, w, h))
         merged = weighted_nms(Detections.concatenate(found), self.nms_threshold)
         return _clip_to_frame(merged, w, h).largest_first()
@@ -238,21 +249,24 @@ class FaceDetector:
     def __call__(self, image: np.ndarray) -> Detections:
         """Faces in a BGR image, in pixels, largest first: the whole image and its window pyramid."""
         h, w = image.shape[:2]
-        return self._detect_windows(image, self._detect_square(image), self.windows(w, h))
+        return self._detect_windows(image, self.model(image), self.windows(w, h))
 
-    def detect_stream(self, image: np.ndarray, index: int, tracked: np.ndarray) -> Detections:
-        """Faces in frame `index` of a video, given the boxes (N, 4) of faces being tracked.
+    def detect_stream(self, image: np.ndarray, index: int, tracked: np.ndarray, zoom: np.ndarray) -> Detections:
+        """Faces in frame `index` of a video, given the boxes (N, 4) of faces being tracked and
+        whether each may get a zoom window this frame.
 
         Besides the whole frame: one window of the pyramid in turn, so new small faces are found
-        within one cycle (14 frames at 640x480), and a zoom window around each tracked face that
-        the whole-frame pass missed and is too small for it, so small faces stay tracked."""
+        within one cycle (14 frames at 640x480); and a zoom window around each tracked face that
+        the whole-frame pass missed and is too small for it, so small faces stay tracked. (Visiting
+        the pyramid only every other frame saves 15 % but swapped more identities on generated
+        clips, bench/counting.py.)"""
         h, w = image.shape[:2]
-        whole = self._detect_square(image)
+        whole = self.model(image)
         pyramid = self.windows(w, h)
         windows = [pyramid[index % len(pyramid)]] if pyramid else []
         if len(tracked):
             seen = iou_matrix(tracked, whole.boxes).max(axis=1) if len(whole) else np.zeros(len(tracked))
-            for box in tracked[seen < 0.3]:
+            for box in tracked[(seen < 0.3) & zoom]:
                 zoom = self.zoom_window(box, w, h)
                 if zoom is not None:
                     windows.append(zoom)
