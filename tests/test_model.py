@@ -25,7 +25,7 @@ def test_estimates_on_fixture_faces(faces):
     labels = [face_label(p) for p in FACE_FILES]
     correct = sum((e.p_female >= 0.5) == bool(female) for e, (_, female) in zip(estimates, labels, strict=True))
     errors = [abs(e.age - age) for e, (age, _) in zip(estimates, labels, strict=True)]
-    assert correct >= 10, f"gender right on only {correct} of {len(faces)} fixture faces"
+    assert correct >= 11, f"gender right on only {correct} of {len(faces)} fixture faces"
     assert np.mean(errors) < 9, f"age MAE {np.mean(errors):.1f} on fixture faces"
     for e in estimates:
         assert 0 <= e.p_female <= 1 and 0 <= e.age <= 100
