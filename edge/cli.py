@@ -31,7 +31,7 @@ def _add_analyzer_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="S",
-        help="detection score threshold (default: 0.6 full-range, 0.5 short-range)",
+        help="detection score threshold, 0..1 (default 0.5; higher: fewer false faces, more missed)")",
     )
     group.add_argument(
         "--min-face",
@@ -169,8 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
         "analyze",
         help="estimate gender and age in images, folders and videos",
         description=(
-            "Detect faces and estimate gender and age. Images give one result per image; videos "
-            "are tracked, giving one result per visitor (person) and a summary line."
+            "Detect faces and estimate gender and age. Images give one result per image;\n"
+            "videos are tracked, giving one result per visitor (person) and a summary line."
         ),
         epilog=(
             "examples:\n"
