@@ -31,7 +31,7 @@ def _add_analyzer_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="S",
-        help="detection score threshold, 0..1 (default 0.5; higher: fewer false faces, more missed)")",
+        help="detection score threshold, 0..1 (default 0.5; higher: fewer false faces, more missed)",
     )
     group.add_argument(
         "--min-face",
