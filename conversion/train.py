@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--teacher", type=Path, help="a trained model.keras to distil from (soft targets)")
     parser.add_argument("--teacher-weight", type=float, default=0.5, help="share of the targets from the teacher")
     parser.add_argument("--ema", action="store_true", help="keep an exponential moving average of the weights")
+    parser.add_argument("--init", type=Path, help="start from this model.keras's weights (a warm restart)")
     args = parser.parse_args(argv)
 
     import keras
@@ -104,6 +105,8 @@ def main(argv: list[str] | None = None) -> None:
         return cross_entropy + 0.1 * tf.abs(expected - age)
 
     model = build(args.size, args.width)
+    if args.init:
+        model.set_weights(keras.models.load_model(args.init, compile=False).get_weights())
     steps = len(TrainBatches()) * args.epochs
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, steps - steps // 20, warmup_target=args.lr, warmup_steps=steps // 20
