@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.classify import AGE_BANDS
+
 DEFAULT_DATA = Path(os.environ.get("AICCTV_UTKFACE", Path(__file__).resolve().parents[2] / "shared/datasets/utkface"))
 DEFAULT_CACHE = Path(os.environ.get("AICCTV_CACHE", Path(__file__).resolve().parents[1] / ".cache"))
 IMAGE_SIZE = 200
 RACES = ("white", "black", "asian", "indian", "other")
-AGE_BANDS = ("0-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60+")
-MAX_AGE = 100
 
 
 def is_validation(file_name: str) -> bool:

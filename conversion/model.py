@@ -12,7 +12,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from conversion.data import MAX_AGE, RACES
+from conversion.data import RACES
+from edge.classify import MAX_AGE
 
 AGE_BINS = MAX_AGE + 1
 # Channels and residual blocks per stage; each stage starts with a stride-2 convolution.

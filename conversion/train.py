@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from conversion.augment import augmented_crop
-from conversion.data import DEFAULT_CACHE, MAX_AGE, Prepared
+from conversion.data import DEFAULT_CACHE, Prepared
 from edge.align import align_face
+from edge.classify import MAX_AGE
 
 
 def age_distribution(age: np.ndarray) -> np.ndarray:

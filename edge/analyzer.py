@@ -150,7 +150,6 @@ def frontal_quality(keypoints: np.ndarray, box: np.ndarray, width: int, height: 
 
 @dataclass
 class _TrackSamples:
-    frames: int = 0
     since_sample: int = 0
     attempts: int = 0
     best_quality: float = 0.0
@@ -232,7 +231,6 @@ class Analyzer:
         yield FrameResult(None, Detections.empty(), np.zeros(0, np.int64), 0, leftover)
 
     def _maybe_classify(self, state: _TrackSamples, image: np.ndarray, keypoints: np.ndarray, box: np.ndarray) -> None:
-        state.frames += 1
         state.since_sample += 1
         if state.attempts >= self.config.max_classifications:
             return

@@ -55,12 +55,6 @@ class Detections:
     def largest_first(self) -> Detections:
         return self[np.argsort(-self.areas, kind="stable")]
 
-    def xywh(self) -> np.ndarray:
-        """Boxes as x, y, width, height (the JSON output's form)."""
-        out = self.boxes.copy()
-        out[:, 2:] -= out[:, :2]
-        return out
-
     def transformed(self, scale: float, offset_x: float, offset_y: float) -> Detections:
         """Map coordinates by p' = p * scale + offset (e.g. from a tile or a letterbox back to the frame)."""
         offset = np.array([offset_x, offset_y], np.float32)
