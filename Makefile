@@ -20,8 +20,9 @@ setup: $(BIN)/aicctv
 $(SAMPLE): tests/fixtures/faces bench/clipgen.py
 	$(BIN)/python -m bench.clipgen --out $(dir $@) --data tests/fixtures/faces --visitors 12 --seed 1
 
+# Broker (embedded), one edge replaying the sample clip, one central subscriber: the hourly table.
 demo: setup $(SAMPLE)
-	$(BIN)/aicctv analyze $(SAMPLE)
+	$(BIN)/aicctv demo --clip $(SAMPLE)
 
 test: setup
 	$(BIN)/ruff check .

@@ -11,7 +11,10 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
+import central.cli
+from edge import config_commands, demo, edge_commands, stats, watch
 from edge.analyzer import Analyzer, AnalyzerConfig, Face, Visitor
+from edge.config import ConfigError
 from edge.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, SourceError, VideoSource
 
 EXIT_FAILED_INPUTS = 1
@@ -191,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_analyzer_options(analyze)
     analyze.set_defaults(func=cmd_analyze, parser=analyze)
+    edge_commands.add_commands(commands)
+    stats.add_commands(commands)
+    watch.add_commands(commands)
+    central.cli.add_commands(commands)
+    demo.add_commands(commands)
+    config_commands.add_commands(commands)
     return parser
 
 
@@ -199,7 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, RuntimeError) as exc:
+    except SourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED_INPUTS
+    except (ConfigError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -7,7 +7,7 @@ unknown schema version, or whose device id differs from the topic's.
 
 Topics, under a configurable prefix (default `aicctv`) and one device id per edge:
 
-    <prefix>/<device>/status        retained "online" / "offline" (the last will)
+    <prefix>/<device>/status        retained "online" / "source-lost" / "offline" (the last will)
     <prefix>/<device>/live          LiveCounts, QoS 0, at most ~1 s old
     <prefix>/<device>/hourly        HourlyRecord, QoS 1, one per device-hour (revisions replace)
     <prefix>/<device>/cmd/resync    ResyncRequest from central: republish hours in a range
@@ -27,7 +27,10 @@ SCHEMA_VERSION = 1
 DEFAULT_PREFIX = "aicctv"
 MAX_PAYLOAD_BYTES = 16 * 1024
 GENDERS = ("female", "male")
-STATUS_ONLINE, STATUS_OFFLINE = "online", "offline"
+# Retained on <prefix>/<device>/status: the daemon is up (online), gone (offline, also the last
+# will), or up but without frames from its camera or stream (source-lost).
+STATUS_ONLINE, STATUS_OFFLINE, STATUS_SOURCE_LOST = "online", "offline", "source-lost"
+STATUSES = (STATUS_ONLINE, STATUS_OFFLINE, STATUS_SOURCE_LOST)
 CHANNELS = ("status", "live", "hourly", "cmd/resync")
 # No MQTT wildcards or separators in ids, so a device id is always exactly one topic level.
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -35,7 +38,13 @@ _PREFIX = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 
 
 class ContractError(ValueError):
-    """A topic or payload that breaks the contract; the message says which rule."""
+    """A topic or payload that breaks the contract; the message says which rule, `reason` says
+    which kind of rule, for receivers that count rejections: oversized, malformed, schema,
+    device-mismatch or invalid (a field's value)."""
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def check_device_id(device: str) -> str:
@@ -67,13 +76,23 @@ def parse_topic(prefix: str, name: str) -> tuple[str, str]:
     return check_device_id(device), channel
 
 
+def hour_of(timestamp: float) -> float:
+    """Unix time of the start of the UTC hour containing `timestamp` (no leap seconds in Unix time)."""
+    return timestamp - timestamp % 3600
+
+
 def hour_start(timestamp: float) -> str:
     """The UTC hour containing a Unix time, as 'YYYY-MM-DDTHH:00:00Z'."""
-    return datetime.fromtimestamp(timestamp - timestamp % 3600, UTC).strftime("%Y-%m-%dT%H:00:00Z")
+    return datetime.fromtimestamp(hour_of(timestamp), UTC).strftime("%Y-%m-%dT%H:00:00Z")
+
+
+_HOUR = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
 
 def parse_hour(value: str) -> float:
-    """Unix time of an hour start written as by `hour_start`."""
+    """Unix time of an hour start written as by `hour_start` (zero-padded, so hours sort as text)."""
+    if not isinstance(value, str) or not _HOUR.match(value):
+        raise ContractError(f"hour {value!r} is not 'YYYY-MM-DDTHH:00:00Z'")
     try:
         moment = datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except (TypeError, ValueError):
@@ -168,23 +187,33 @@ def encode(payload: Payload) -> bytes:
     return json.dumps(asdict(payload.validate()), separators=(",", ":"), sort_keys=True).encode()
 
 
+def decode_status(data: bytes) -> str:
+    """The plain-text payload of a status topic."""
+    status = data.decode(errors="replace")
+    if status not in STATUSES:
+        raise ContractError(f"status {status[:40]!r} is not one of {', '.join(STATUSES)}")
+    return status
+
+
 def decode(kind: type[Payload], data: bytes, device: str | None = None) -> Payload:
     """Parse and validate a payload of `kind`; `device` is the id in the topic it came on."""
     if len(data) > MAX_PAYLOAD_BYTES:
-        raise ContractError(f"payload of {len(data)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+        raise ContractError(f"payload of {len(data)} bytes exceeds {MAX_PAYLOAD_BYTES}", "oversized")
     try:
         obj = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ContractError(f"payload is not JSON: {exc}") from None
+        raise ContractError(f"payload is not JSON: {exc}", "malformed") from None
     if not isinstance(obj, dict):
-        raise ContractError("payload is not a JSON object")
+        raise ContractError("payload is not a JSON object", "malformed")
     if obj.get("schema") != SCHEMA_VERSION:
-        raise ContractError(f"unknown schema version {obj.get('schema')!r} (this receiver knows {SCHEMA_VERSION})")
+        raise ContractError(
+            f"unknown schema version {obj.get('schema')!r} (this receiver knows {SCHEMA_VERSION})", "schema"
+        )
     names = {f.name for f in fields(kind)}
     if set(obj) != names:
         missing, extra = sorted(names - set(obj)), sorted(set(obj) - names)
         raise ContractError(f"{kind.__name__} fields wrong: missing {missing}, unexpected {extra}")
     payload = kind(**obj).validate()
     if device is not None and getattr(payload, "device", device) != device:
-        raise ContractError(f"device id {payload.device!r} differs from the topic's {device!r}")
+        raise ContractError(f"device id {payload.device!r} differs from the topic's {device!r}", "device-mismatch")
     return payload

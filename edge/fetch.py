@@ -81,6 +81,8 @@ def fetch(dest: Path, cache: Path = WHEEL_CACHE) -> list[str]:
                 raise RuntimeError(f"{wheel.name}: {name} has sha256 {digest}, expected {DETECTOR_FILES[name]}")
             with tempfile.NamedTemporaryFile(dir=dest, delete=False) as tmp:
                 tmp.write(data)
+            # Temporary files are private (0600); a model must be readable by the service's user.
+            Path(tmp.name).chmod(0o644)
             Path(tmp.name).replace(dest / name)
     return todo
 

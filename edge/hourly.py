@@ -3,17 +3,22 @@
 Pure and clock-free (time comes from frame timestamps), so it is tested without a camera and
 replays of old footage aggregate exactly as live video would. A visitor counts in the hour they
 were first seen. An hour is closed `grace_s` after it ends; a visitor who ends later but began in
-a closed hour updates that hour as a new revision (the contract's revision rule).
+a closed hour updates that hour as a new revision (the contract's revision rule). Hours with no
+frames at all (device down, camera lost) between two known hours get records too, with coverage
+0, so the central log has no silent holes. `snapshot()`/`restore()` carry the open hours across a
+restart of the daemon.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from edge.analyzer import Visitor
-from edge.contract import HourlyRecord, empty_counts, hour_start, parse_hour
+from edge.contract import HourlyRecord, empty_counts, hour_of, hour_start
 
 HOUR = 3600.0
+# Closed hours kept (and snapshotted) this long after they end, for late-visitor revisions.
+KEEP_CLOSED_S = 2 * HOUR
 
 
 @dataclass
@@ -37,15 +42,23 @@ class HourlyTally:
         self.max_gap_s = max_gap_s
         self.grace_s = grace_s
         self.hours: dict[float, _Hour] = {}
-        self._last_frame: float | None = None
+        self.last_frame: float | None = None
+        self._latest: float | None = None  # start of the latest hour ever created
 
     def _hour(self, timestamp: float) -> _Hour:
-        start = parse_hour(hour_start(timestamp))
-        return self.hours.setdefault(start, _Hour(start))
+        start = hour_of(timestamp)  # arithmetic, not the contract's strings: this runs every frame
+        if start not in self.hours:
+            if self._latest is not None and start > self._latest:
+                # Fill the hours nobody saw, so they close (with coverage 0) like any other.
+                for gap in range(int(self._latest + HOUR), int(start), int(HOUR)):
+                    self.hours.setdefault(float(gap), _Hour(float(gap)))
+            self._latest = start if self._latest is None else max(self._latest, start)
+            self.hours[start] = _Hour(start)
+        return self.hours[start]
 
     def frame(self, timestamp: float) -> None:
         self._hour(timestamp).frames += 1
-        previous, self._last_frame = self._last_frame, timestamp
+        previous, self.last_frame = self.last_frame, timestamp
         if previous is None or not 0 < timestamp - previous <= self.max_gap_s:
             return
         # Credit the interval to the hours it spans (a frame gap can straddle the hour mark).
@@ -66,7 +79,7 @@ class HourlyTally:
         return self._record(hour) if hour.closed else None
 
     def visitors_in_hour(self, timestamp: float) -> int:
-        hour = self.hours.get(parse_hour(hour_start(timestamp)))
+        hour = self.hours.get(hour_of(timestamp))
         return hour.visitors if hour else 0
 
     def close(self, now: float, final: bool = False) -> list[HourlyRecord]:
@@ -74,7 +87,25 @@ class HourlyTally:
         ready = [h for h in self.hours.values() if not h.closed and (final or h.start + HOUR + self.grace_s <= now)]
         for hour in ready:
             hour.closed = True
+        for start in [s for s, h in self.hours.items() if h.closed and s + HOUR + KEEP_CLOSED_S < now]:
+            del self.hours[start]
         return [self._record(h) for h in sorted(ready, key=lambda h: h.start)]
+
+    def snapshot(self) -> dict:
+        """Everything needed to carry on after a restart, as JSON-ready data."""
+        return {
+            "device": self.device,
+            "last_frame": self.last_frame,
+            "latest": self._latest,
+            "hours": [asdict(h) for h in sorted(self.hours.values(), key=lambda h: h.start)],
+        }
+
+    def restore(self, snapshot: dict) -> None:
+        if snapshot.get("device") != self.device:
+            return  # another device's state (the database was reused under a new id): start afresh
+        self.last_frame = snapshot["last_frame"]
+        self._latest = snapshot["latest"]
+        self.hours = {h["start"]: _Hour(**h) for h in snapshot["hours"]}
 
     def _record(self, hour: _Hour) -> HourlyRecord:
         hour.revision += 1

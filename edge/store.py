@@ -2,12 +2,18 @@
 
 An hourly record is committed here before it is published and marked delivered only when the
 broker acknowledges that exact revision, so a crash or a broker outage loses nothing: on restart
-`undelivered()` is what still has to go out, oldest first.
+`undelivered()` is what still has to go out, oldest first. The daemon's running state (open
+hours, last frame time) is saved in the same transactions as the visits it reflects, so after a
+`kill -9` the log and the state agree and nothing is counted twice.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import cast
 
@@ -36,23 +42,108 @@ CREATE TABLE IF NOT EXISTS hourly (
     delivered INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (device, hour)
 );
+CREATE TABLE IF NOT EXISTS state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
 """
+
+
+def connect_durable(path: Path, busy_timeout_s: float = 5.0) -> sqlite3.Connection:
+    """A SQLite connection for a log that must survive crashes and power loss (edge and central):
+    WAL, so readers (stats, export) never block the writer; synchronous=FULL, so a commit is on
+    disk before we acknowledge anything, at an fsync per commit; autocommit mode, so every write
+    is its own transaction unless grouped by `transaction()`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_s)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """All or nothing, even on kill -9. IMMEDIATE takes the write lock up front, so two writers
+    queue instead of deadlocking."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def hourly_query(
+    device: str | None = None, since: str | None = None, until: str | None = None, column: str = "record"
+) -> tuple[str, list[str]]:
+    """The SELECT (with `?` placeholders) and parameters for hourly records of one device or all,
+    hours in [since, until], oldest first: one query for the edge log, the central log (SQLite
+    and PostgreSQL share the `hourly` table's layout) and `aicctv stats`."""
+    where = "hour >= ? AND hour <= ?" + (" AND device = ?" if device else "")
+    # Hour strings sort by time, so these bounds are the whole range when none is given.
+    params = [since or "", until or "9999", *([device] if device else [])]
+    return f"SELECT {column} FROM hourly WHERE {where} ORDER BY hour, device", params
+
+
+def decode_record(text: str) -> HourlyRecord:
+    return cast(HourlyRecord, decode(HourlyRecord, text.encode()))
 
 
 class EdgeStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit mode with explicit transactions: every write below is its own atomic commit.
-        self.conn = sqlite3.connect(self.path, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: a committed hourly record survives power loss too, at the cost of an fsync per
-        # commit, which at a few commits a minute is nothing.
-        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn = connect_durable(self.path)
         self.conn.executescript(SCHEMA)
 
     def close(self) -> None:
         self.conn.close()
+
+    def __enter__(self) -> EdgeStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """Group writes into one atomic commit."""
+        return transaction(self.conn)
+
+    def save_state(self, key: str, value: dict) -> None:
+        self.conn.execute(
+            "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, json.dumps(value)),
+        )
+
+    def load_state(self, key: str) -> dict | None:
+        row = self.conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def add_event(self, kind: str, detail: str = "", at: float | None = None) -> None:
+        """A line in the device's own log: started, stopped, source lost or back, resync served."""
+        self.conn.execute(
+            "INSERT INTO events (time, kind, detail) VALUES (?, ?, ?)",
+            (time.time() if at is None else at, kind, detail),
+        )
+
+    def prune(self, keep_s: float) -> int:
+        """Delete visits and events more than `keep_s` older than the newest of their kind; how
+        many. Relative to the newest, not the clock, so replays of old footage keep theirs."""
+        with self.transaction():
+            visits = self.conn.execute(
+                "DELETE FROM visits WHERE first_seen < (SELECT max(first_seen) FROM visits) - ?", (keep_s,)
+            ).rowcount
+            events = self.conn.execute("DELETE FROM events WHERE time < (SELECT max(time) FROM events) - ?", (keep_s,))
+        return visits + events.rowcount
+
+    def events(self) -> list[tuple[float, str, str]]:
+        return list(self.conn.execute("SELECT time, kind, detail FROM events ORDER BY id"))
 
     def add_visit(self, device: str, visitor: Visitor) -> None:
         row = visitor.to_json()
@@ -91,15 +182,16 @@ class EdgeStore:
 
     def undelivered(self) -> list[HourlyRecord]:
         rows = self.conn.execute("SELECT record FROM hourly WHERE delivered = 0 ORDER BY hour, device")
-        return [self._record(r[0]) for r in rows]
+        return [decode_record(r[0]) for r in rows]
 
-    def hourly(self, since: str | None = None, until: str | None = None) -> list[HourlyRecord]:
-        """Stored records, oldest first, for hours in [since, until] (ISO hour strings sort by time)."""
-        rows = self.conn.execute(
-            "SELECT record FROM hourly WHERE hour >= ? AND hour <= ? ORDER BY hour, device",
-            (since or "", until or "9999"),
-        )
-        return [self._record(r[0]) for r in rows]
+    def undelivered_count(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM hourly WHERE delivered = 0").fetchone()[0]
+
+    def hourly(
+        self, device: str | None = None, since: str | None = None, until: str | None = None
+    ) -> list[HourlyRecord]:
+        """Stored records, oldest first, of one device or all, for hours in [since, until]."""
+        return [decode_record(r[0]) for r in self.conn.execute(*hourly_query(device, since, until))]
 
     def visits(self) -> list[dict]:
         self.conn.row_factory = sqlite3.Row
@@ -107,7 +199,3 @@ class EdgeStore:
             return [dict(r) for r in self.conn.execute("SELECT * FROM visits ORDER BY first_seen, id")]
         finally:
             self.conn.row_factory = None
-
-    @staticmethod
-    def _record(text: str) -> HourlyRecord:
-        return cast(HourlyRecord, decode(HourlyRecord, text.encode()))

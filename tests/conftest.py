@@ -53,3 +53,24 @@ def analyzer():
     from edge import Analyzer
 
     return Analyzer()
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A real Mosquitto broker of our own on a free port (see tests/services.py)."""
+    from tests.services import Mosquitto
+
+    mosquitto = Mosquitto(tmp_path / "broker")
+    mosquitto.start()
+    yield mosquitto
+    mosquitto.stop()
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh database on a real PostgreSQL server, dropped afterwards."""
+    from tests.services import drop_database, postgres_database
+
+    url = postgres_database()
+    yield url
+    drop_database(url)

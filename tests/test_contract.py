@@ -108,3 +108,10 @@ def test_invalid_records_are_rejected(changes, reason):
 def test_device_must_match_the_topic():
     with pytest.raises(ContractError, match="differs from the topic"):
         decode(HourlyRecord, encode(record()), "shop-2")
+
+
+def test_hours_must_be_zero_padded_so_they_sort_as_text():
+    from edge.contract import ContractError, parse_hour
+
+    with pytest.raises(ContractError):
+        parse_hour("2026-1-5T9:00:00Z")

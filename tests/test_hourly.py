@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from edge.analyzer import Visitor
@@ -54,3 +56,36 @@ def test_an_unclassified_visitor_counts_only_in_the_total():
     tally.visitor(visitor(NINE, NINE + 1, p_female=None, age=None))
     (record,) = tally.close(0, final=True)
     assert record.visitors == 1 and sum(sum(b.values()) for b in record.counts.values()) == 0
+
+
+def test_hours_without_frames_close_with_zero_coverage():
+    tally = HourlyTally("shop-1", grace_s=0)
+    run_frames(tally, NINE, NINE + 60)
+    run_frames(tally, NINE + 3 * 3600, NINE + 3 * 3600 + 60)  # the device was off for two hours
+    records = tally.close(NINE + 3 * 3600 + 60, final=True)
+    assert [r.hour[11:13] for r in records] == ["09", "10", "11", "12"]
+    assert [r.frames for r in records][1:3] == [0, 0] and [r.coverage for r in records][1:3] == [0.0, 0.0]
+
+
+def test_snapshot_restores_open_hours_and_revisions():
+    tally = HourlyTally("shop-1", grace_s=10)
+    run_frames(tally, NINE, NINE + 3610, fps=1)
+    tally.visitor(visitor(NINE + 5, NINE + 9))
+    (closed,) = tally.close(NINE + 3610)
+    tally.visitor(visitor(NINE + 3605, NINE + 3608))  # the open hour
+    restored = HourlyTally("shop-1", grace_s=10)
+    restored.restore(json.loads(json.dumps(tally.snapshot())))  # as stored: through JSON
+    assert restored.last_frame == tally.last_frame
+    # A late visitor of the closed hour still makes revision 2, not a second revision 1.
+    late = restored.visitor(visitor(NINE + 3500, NINE + 3620))
+    assert late is not None and late.hour == closed.hour and late.revision == 2 and late.visitors == 2
+    (ten,) = restored.close(0, final=True)
+    assert ten.hour.endswith("10:00:00Z") and ten.visitors == 1
+
+
+def test_another_devices_snapshot_is_ignored():
+    tally = HourlyTally("shop-1")
+    run_frames(tally, NINE, NINE + 10)
+    other = HourlyTally("shop-2")
+    other.restore(tally.snapshot())
+    assert other.last_frame is None and other.hours == {}

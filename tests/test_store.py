@@ -48,5 +48,21 @@ def test_hour_range(tmp_path):
     store = EdgeStore(tmp_path / "edge.db")
     for h in ("08", "09", "10", "11"):
         store.save_hourly(replace(record(), hour=f"2026-01-05T{h}:00:00Z"))
-    hours = [r.hour[11:13] for r in store.hourly("2026-01-05T09:00:00Z", "2026-01-05T10:00:00Z")]
+    hours = [r.hour[11:13] for r in store.hourly(since="2026-01-05T09:00:00Z", until="2026-01-05T10:00:00Z")]
     assert hours == ["09", "10"]
+
+
+def test_prune_keeps_the_newest_span_of_visits_and_events(tmp_path):
+    from edge.analyzer import Visitor
+    from edge.store import EdgeStore
+
+    store = EdgeStore(tmp_path / "edge.db")
+    day = 86400.0
+    for first_seen in (0.0, 10 * day, 400 * day):  # replayed footage: times need not be recent
+        store.add_visit("shop-1", Visitor(1, first_seen, first_seen + 5, 10, 0.9, 30.0, 2))
+    store.add_event("started", at=0.0)
+    store.add_event("started", at=380 * day)
+    assert store.prune(keep_s=365 * day) == 3  # the visits of day 0 and 10, the event of day 0
+    assert [v["first_seen"] for v in store.visits()] == [400 * day]
+    assert [t for t, _, _ in store.events()] == [380 * day]
+    store.close()

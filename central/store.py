@@ -1,0 +1,278 @@
+"""The central log, in SQLite (default) or PostgreSQL (a `postgresql://` URL).
+
+Both keep the same tables, so `aicctv stats` and `aicctv central export` read either:
+
+    hourly   (device, hour) → revision, record (the contract's canonical JSON), visitors, received
+    live     device → the latest LiveCounts (time = the edge's publish time), received
+    devices  device → status (online / source-lost / offline), updated
+    counters name → value: messages received per channel, rejections per reason
+
+A `Batch` is written in one transaction: the subscriber acknowledges its messages to the broker
+only after `write` returns, so a crash loses nothing and a redelivered message changes nothing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import Any, Protocol
+
+from central.config import POSTGRES_SCHEMES
+from edge.contract import HourlyRecord, LiveCounts, encode, hour_start, parse_hour
+from edge.store import connect_durable, decode_record, hourly_query, transaction
+
+HOUR_S = 3600
+# One text for both databases: SQLite takes PostgreSQL's type names with the right affinities.
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS hourly (
+        device TEXT NOT NULL,
+        hour TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        record TEXT NOT NULL,
+        visitors INTEGER NOT NULL,
+        received DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (device, hour)
+    )""",
+    """CREATE TABLE IF NOT EXISTS live (
+        device TEXT PRIMARY KEY,
+        time DOUBLE PRECISION NOT NULL,
+        in_view INTEGER NOT NULL,
+        visitors_this_hour INTEGER NOT NULL,
+        received DOUBLE PRECISION NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS devices (
+        device TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        updated DOUBLE PRECISION NOT NULL
+    )""",
+    "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+)
+UPSERT_HOURLY = (
+    "INSERT INTO hourly (device, hour, revision, record, visitors, received) VALUES (?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (device, hour) DO UPDATE SET revision = excluded.revision, record = excluded.record,"
+    " visitors = excluded.visitors, received = excluded.received WHERE excluded.revision > hourly.revision"
+)
+UPSERT_LIVE = (
+    "INSERT INTO live (device, time, in_view, visitors_this_hour, received) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (device) DO UPDATE SET time = excluded.time, in_view = excluded.in_view,"
+    " visitors_this_hour = excluded.visitors_this_hour, received = excluded.received"
+    " WHERE excluded.time >= live.time"
+)
+UPSERT_DEVICE = (
+    "INSERT INTO devices (device, status, updated) VALUES (?, ?, ?)"
+    " ON CONFLICT (device) DO UPDATE SET status = excluded.status, updated = excluded.updated"
+)
+ADD_COUNTER = (
+    "INSERT INTO counters (name, value) VALUES (?, ?)"
+    " ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value"
+)
+
+
+class StoreError(Exception):
+    """The database failed (server gone, disk full, locked too long); the message says how."""
+
+
+@dataclass
+class Batch:
+    """What one transaction writes. `counters` are added to the stored ones."""
+
+    hourly: list[HourlyRecord] = field(default_factory=list)
+    live: list[LiveCounts] = field(default_factory=list)
+    statuses: dict[str, str] = field(default_factory=dict)
+    counters: Counter[str] = field(default_factory=Counter)
+
+
+class CentralStore(Protocol):
+    def write(self, batch: Batch) -> int: ...
+
+    def hourly(
+        self, device: str | None = None, since: str | None = None, until: str | None = None
+    ) -> list[HourlyRecord]: ...
+
+    def received(self) -> dict[tuple[str, str], float]: ...
+
+    def live(self) -> dict[str, tuple[LiveCounts, float]]: ...
+
+    def statuses(self) -> dict[str, str]: ...
+
+    def counters(self) -> dict[str, int]: ...
+
+    def gaps(self) -> dict[str, tuple[str, str]]: ...
+
+    def close(self) -> None: ...
+
+
+def open_store(db: str | Path) -> CentralStore:
+    """A PostgreSQL store for a `postgresql://` URL, else a SQLite store for a file path."""
+    if str(db).startswith(POSTGRES_SCHEMES):
+        return PostgresStore(str(db))
+    return SQLiteStore(db)
+
+
+def missing_span(hours: Sequence[str]) -> tuple[str, str] | None:
+    """First and last hour missing between the first and last of `hours` (sorted), if any."""
+    times = [parse_hour(h) for h in hours]
+    holes = [(a + HOUR_S, b - HOUR_S) for a, b in pairwise(times) if b - a > HOUR_S]
+    return (hour_start(holes[0][0]), hour_start(holes[-1][1])) if holes else None
+
+
+class _SQLStore(ABC):
+    """The SQL both databases share; subclasses connect and run transactions."""
+
+    _errors: tuple[type[Exception], ...]
+
+    @abstractmethod
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]: ...
+
+    @abstractmethod
+    def _executemany(self, sql: str, rows: list[tuple]) -> int: ...
+
+    @abstractmethod
+    def _transaction(self) -> AbstractContextManager: ...
+
+    @contextmanager
+    def _failures(self) -> Iterator[None]:
+        try:
+            yield
+        except self._errors as exc:
+            raise StoreError(f"{type(exc).__name__}: {str(exc).strip()}") from exc
+
+    def write(self, batch: Batch) -> int:
+        """Write `batch` in one transaction; returns how many hourly rows were inserted or replaced.
+        Rows go in key order so concurrent writers lock them in the same order (no deadlocks)."""
+        now = time.time()
+        hourly = sorted(
+            (r.device, r.hour, r.revision, encode(r).decode(), r.visitors, now)
+            for r in _latest(batch.hourly, lambda r: (r.device, r.hour), lambda r: r.revision)
+        )
+        live = sorted(
+            (c.device, c.time, c.in_view, c.visitors_this_hour, now)
+            for c in _latest(batch.live, lambda c: c.device, lambda c: c.time)
+        )
+        devices = sorted((device, status, now) for device, status in batch.statuses.items())
+        counters = sorted(batch.counters.items())
+        with self._failures(), self._transaction():
+            stored = self._executemany(UPSERT_HOURLY, hourly) if hourly else 0
+            for sql, rows in ((UPSERT_LIVE, live), (UPSERT_DEVICE, devices), (ADD_COUNTER, counters)):
+                if rows:
+                    self._executemany(sql, rows)
+        return stored
+
+    def hourly(
+        self, device: str | None = None, since: str | None = None, until: str | None = None
+    ) -> list[HourlyRecord]:
+        """Stored records, oldest first, of one device or all, for hours in [since, until]."""
+        return [decode_record(text) for (text,) in self._read(*hourly_query(device, since, until))]
+
+    def received(self) -> dict[tuple[str, str], float]:
+        """When each (device, hour) row was last written (Unix time), e.g. to measure latency."""
+        return {(device, hour): t for device, hour, t in self._read("SELECT device, hour, received FROM hourly")}
+
+    def live(self) -> dict[str, tuple[LiveCounts, float]]:
+        """Each device's latest live counts and when they were stored."""
+        rows = self._read("SELECT device, time, in_view, visitors_this_hour, received FROM live")
+        return {row[0]: (LiveCounts(*row[:4]), row[4]) for row in rows}
+
+    def statuses(self) -> dict[str, str]:
+        return dict(self._read("SELECT device, status FROM devices"))
+
+    def counters(self) -> dict[str, int]:
+        return dict(self._read("SELECT name, value FROM counters"))
+
+    def gaps(self) -> dict[str, tuple[str, str]]:
+        """For each device not known to be offline, the first and last hour missing between its
+        first and latest stored hour. Counting first keeps the common case (no gap) cheap."""
+        spans = self._read(
+            "SELECT h.device, min(h.hour), max(h.hour), count(*) FROM hourly h"
+            " LEFT JOIN devices d ON d.device = h.device"
+            " WHERE d.status IS NULL OR d.status <> 'offline' GROUP BY h.device"
+        )
+        gaps = {}
+        for device, first, last, count in spans:
+            if (parse_hour(last) - parse_hour(first)) // HOUR_S + 1 > count:
+                hours = [h for (h,) in self._read("SELECT hour FROM hourly WHERE device = ? ORDER BY hour", [device])]
+                span = missing_span(hours)
+                if span:
+                    gaps[device] = span
+        return gaps
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        with self._failures():
+            return self._execute(sql, params)
+
+
+def _latest(items: list, key: Any, order: Any) -> list:
+    """The item with the highest `order` per `key`: a batch writes each row once."""
+    best: dict = {}
+    for item in items:
+        k = key(item)
+        if k not in best or order(item) > order(best[k]):
+            best[k] = item
+    return list(best.values())
+
+
+class SQLiteStore(_SQLStore):
+    """One SQLite file in WAL mode; several processes may write it (each waits its turn)."""
+
+    _errors = (sqlite3.Error,)
+
+    def __init__(self, path: str | Path, busy_timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        with self._failures():
+            # Durable: an acknowledged message must survive power loss, since the broker forgets it.
+            self.conn = connect_durable(self.path, busy_timeout_s)
+            with self._transaction():
+                for statement in SCHEMA:
+                    self.conn.execute(statement)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _transaction(self) -> AbstractContextManager:
+        return transaction(self.conn)
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def _executemany(self, sql: str, rows: list[tuple]) -> int:
+        return self.conn.executemany(sql, rows).rowcount
+
+
+class PostgresStore(_SQLStore):
+    """A PostgreSQL database (psycopg 3, imported only here, so SQLite users need not install it)."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            import psycopg
+        except ImportError:
+            raise StoreError("PostgreSQL needs psycopg: pip install 'aicctv[postgres]'") from None
+        self._errors = (psycopg.Error,)
+        self.url = url
+        with self._failures():
+            self.conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            with self._transaction():
+                # Instances starting together would race on CREATE TABLE IF NOT EXISTS.
+                self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('aicctv-central-schema'))")
+                for statement in SCHEMA:
+                    self.conn.execute(statement)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _transaction(self) -> AbstractContextManager:
+        return self.conn.transaction()
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return self.conn.execute(sql.replace("?", "%s"), params).fetchall()
+
+    def _executemany(self, sql: str, rows: list[tuple]) -> int:
+        with self.conn.cursor() as cursor:
+            cursor.executemany(sql.replace("?", "%s"), rows)
+            return cursor.rowcount

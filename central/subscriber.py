@@ -1,0 +1,304 @@
+"""The central subscriber: MQTT in, one row per device-hour out, nothing lost on a crash.
+
+paho's network thread only queues what arrives. `Subscriber.run`, on the caller's thread (the
+only one touching the database), takes batches off the queue, validates each message against
+the contract, writes the batch in one transaction and only then acknowledges its QoS 1 messages
+(manual acks). A `kill -9` before the commit leaves them unacknowledged in the persistent
+session, so the broker delivers them again; the revision rule makes the repeat harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, replace
+from typing import NamedTuple, cast
+
+import paho.mqtt.client as paho
+
+from central.config import CentralConfig
+from central.store import Batch, CentralStore, StoreError, open_store
+from edge.config import without_password
+from edge.contract import (
+    ContractError,
+    HourlyRecord,
+    LiveCounts,
+    ResyncRequest,
+    decode,
+    decode_status,
+    encode,
+    parse_topic,
+    topic,
+)
+from edge.mqtt import Connection, backoff_delay
+from edge.systemd import Notifier
+
+log = logging.getLogger("aicctv.central")
+
+STATS_EVERY_S = 10.0
+# Database columns are 32-bit integers (PostgreSQL INTEGER); a larger value would fail the whole
+# batch's transaction again and again, so such a message is rejected instead.
+MAX_COLUMN_INT = 2**31 - 1
+# With QoS 1 messages waiting for their commit, a pause this long means the broker has sent its
+# whole in-flight window (mosquitto's default is 20) and waits for acks: commit now.
+WINDOW_IDLE_S = 0.005
+
+
+class Inbound(NamedTuple):
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    session: int  # which connection it came on: acks are only valid on that one
+    arrived: float
+
+
+@dataclass
+class Totals:
+    """What this instance has handled since it started (the database has the totals of all)."""
+
+    hourly: int = 0
+    live: int = 0
+    status: int = 0
+    stored: int = 0
+    rejected: int = 0
+
+    @property
+    def messages(self) -> int:
+        return self.hourly + self.live + self.status + self.rejected
+
+
+class Rejected(Exception):
+    """A message that breaks the contract; `reason` names the rule, for the counters."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def parse_message(prefix: str, name: str, payload: bytes) -> HourlyRecord | LiveCounts | tuple[str, str]:
+    """The contract payload on topic `name`, or (device, status); Rejected if it breaks a rule."""
+    try:
+        device, channel = parse_topic(prefix, name)
+    except ContractError as exc:
+        raise Rejected("topic", str(exc)) from None
+    try:
+        return _parse_payload(device, channel, payload)
+    except ContractError as exc:
+        raise Rejected(exc.reason, str(exc)) from None
+
+
+def _parse_payload(device: str, channel: str, payload: bytes) -> HourlyRecord | LiveCounts | tuple[str, str]:
+    if channel == "status":
+        return device, decode_status(payload)
+    record = decode(HourlyRecord if channel == "hourly" else LiveCounts, payload, device=device)
+    if isinstance(record, HourlyRecord):
+        _fits(record.revision, record.visitors)
+        return record
+    counts = cast(LiveCounts, record)
+    _fits(counts.in_view, counts.visitors_this_hour)
+    return counts
+
+
+def _fits(*values: int) -> None:
+    if max(values) > MAX_COLUMN_INT:
+        raise ContractError(f"a count or revision exceeds {MAX_COLUMN_INT}")
+
+
+class Subscriber:
+    """Subscribes to every device's status, live and hourly topics and keeps the central log.
+    `run()` blocks until `stop()` (safe from a signal handler or another thread)."""
+
+    def __init__(self, config: CentralConfig) -> None:
+        self.config = config
+        m = config.mqtt
+        self.totals = Totals()
+        self.subscribed = threading.Event()
+        self._queue: queue.Queue[Inbound] = queue.Queue(maxsize=4 * config.storage.batch_max)
+        self._stopping = threading.Event()
+        self._session = 0
+        self._session_present = False
+        self._last_resync: dict[str, float] = {}
+        self._store: CentralStore | None = None
+        self.notifier = Notifier()
+        shared = f"$share/{m.shared_group}/" if config.shared else ""
+        self.filters = [
+            (f"{shared}{m.prefix}/+/hourly", 1),
+            (f"{shared}{m.prefix}/+/live", 0),
+            # Every instance needs every device's status for its own gap checks: never shared.
+            (f"{m.prefix}/+/status", 1),
+        ]
+        self.connection = Connection(
+            m.broker_url(),
+            m.client_id,
+            version=m.version,
+            persistent_session_s=m.session_expiry_s,
+            manual_ack=True,
+            keepalive_s=m.keepalive_s,
+            ca_file=m.ca_file,
+            on_connect=self._on_connect,
+            on_message=self._on_message,
+        )
+        self.connection.client.on_subscribe = self._on_subscribe
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def run(self) -> None:
+        """Open the store, connect, and ingest until `stop()`. Raises StoreError if the database
+        cannot be opened at all; later database failures are retried with backoff."""
+        self._store = open_store(self.config.storage.db)
+        log.info(
+            "central: broker %s, db %s, subscribing %s",
+            self.connection.broker,
+            without_password(self.config.storage.db),
+            ", ".join(name for name, _ in self.filters),
+        )
+        self.connection.start()
+        last_stats = time.monotonic()
+        next_check = last_stats + self.config.resync.check_interval_s
+        logged = Totals()
+        try:
+            while not self._stopping.is_set():
+                batch = self._collect(min(last_stats + STATS_EVERY_S, next_check))
+                if batch and not self._commit(batch):
+                    break
+                now = time.monotonic()
+                if now >= next_check:
+                    next_check = now + self.config.resync.check_interval_s
+                    self._check_gaps()
+                if now - last_stats >= STATS_EVERY_S:
+                    self._log_stats(logged, now - last_stats)
+                    logged, last_stats = replace(self.totals), now
+        finally:
+            self.notifier.stopping()
+            # Whatever is still queued was never acknowledged: the broker keeps it for us.
+            self.connection.stop()
+            if self._store:
+                self._store.close()
+
+    def _on_connect(self, client: paho.Client, session_present: bool) -> None:
+        # Messages of an earlier connection are redelivered on this one with the same or new
+        # packet ids; acknowledging their old ids here could acknowledge an uncommitted message.
+        self._session += 1
+        self._session_present = session_present
+        client.subscribe(self.filters)
+
+    def _on_subscribe(self, _client: paho.Client, _userdata: object, _mid: int, reasons: list, _props: object) -> None:
+        for (name, _qos), reason in zip(self.filters, reasons, strict=False):
+            if reason.is_failure:
+                log.error("broker refused subscription %s: %s", name, reason)
+        log.info("subscribed (session %s)", "resumed" if self._session_present else "new")
+        self.subscribed.set()
+
+    def _on_message(self, message: paho.MQTTMessage) -> None:
+        item = Inbound(message.topic, message.payload, message.mid, message.qos, self._session, time.monotonic())
+        # A full queue blocks paho's thread, so the broker holds back instead of us buffering.
+        self._queue.put(item)
+
+    def _collect(self, until: float) -> list[Inbound]:
+        """Messages for one transaction: up to batch_max of them, arriving within
+        batch_interval_s of the first, or fewer once the broker waits for our acks."""
+        try:
+            first = self._queue.get(timeout=max(0.0, min(until - time.monotonic(), 0.5)))
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = first.arrived + self.config.storage.batch_interval_s
+        last_qos1 = first.arrived if first.qos else None
+        while len(batch) < self.config.storage.batch_max:
+            wait = deadline - time.monotonic()
+            if last_qos1 is not None:
+                wait = min(wait, last_qos1 + WINDOW_IDLE_S - time.monotonic())
+            try:
+                item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            batch.append(item)
+            if item.qos:
+                last_qos1 = item.arrived
+        return batch
+
+    def _commit(self, messages: list[Inbound]) -> bool:
+        """Store `messages` in one transaction, retrying while the database fails, then
+        acknowledge them; False if stopped before it could be stored."""
+        batch = Batch()
+        kinds: Counter[str] = Counter()
+        prefix = self.config.mqtt.prefix
+        for message in messages:
+            try:
+                payload = parse_message(prefix, message.topic, message.payload)
+            except Rejected as exc:
+                batch.counters[f"rejected.{exc.reason}"] += 1
+                log.warning("rejected message on %s (%s): %s", message.topic, exc.reason, exc)
+                continue
+            if isinstance(payload, HourlyRecord):
+                batch.hourly.append(payload)
+                kinds["hourly"] += 1
+            elif isinstance(payload, LiveCounts):
+                batch.live.append(payload)
+                kinds["live"] += 1
+            else:
+                batch.statuses[payload[0]] = payload[1]
+                kinds["status"] += 1
+        batch.counters.update({f"received.{kind}": n for kind, n in kinds.items()})
+        stored = self._write(batch)
+        if stored is None:
+            return False
+        for message in messages:
+            if message.qos and message.session == self._session:
+                self.connection.client.ack(message.mid, message.qos)
+        t = self.totals
+        t.hourly, t.live, t.status = t.hourly + kinds["hourly"], t.live + kinds["live"], t.status + kinds["status"]
+        t.stored += stored
+        t.rejected += len(messages) - sum(kinds.values())
+        return True
+
+    def _write(self, batch: Batch) -> int | None:
+        attempt = 0
+        while not self._stopping.is_set():
+            try:
+                if self._store is None:
+                    self._store = open_store(self.config.storage.db)
+                return self._store.write(batch)
+            except StoreError as exc:
+                delay = backoff_delay(attempt)
+                log.error("database write failed, retrying in %.1f s: %s", delay, exc)
+                if self._store:
+                    self._store.close()
+                    self._store = None
+                attempt += 1
+                self._stopping.wait(delay)
+        return None
+
+    def _check_gaps(self) -> None:
+        """Ask each device with a hole in its stored hours to republish them, at most once per
+        resync.min_interval_s per device (edges fill idle hours, so a hole is a lost message)."""
+        if self._store is None or not self.connection.connected.is_set():
+            return
+        try:
+            gaps = self._store.gaps()
+        except StoreError as exc:
+            log.error("gap check failed: %s", exc)
+            return
+        now = time.monotonic()
+        for device, (since, until) in sorted(gaps.items()):
+            if now - self._last_resync.get(device, -float("inf")) < self.config.resync.min_interval_s:
+                continue
+            self._last_resync[device] = now
+            request = ResyncRequest(since, until)
+            self.connection.client.publish(topic(self.config.mqtt.prefix, device, "cmd/resync"), encode(request), qos=1)
+            log.info("device %s is missing hours %s .. %s: resync requested", device, since, until)
+
+    def _log_stats(self, before: Totals, seconds: float) -> None:
+        t = self.totals
+        line = (
+            f"{(t.messages - before.messages) / seconds:.0f} msg/s (hourly {t.hourly - before.hourly}, "
+            f"live {t.live - before.live}, status {t.status - before.status}), stored {t.stored - before.stored}, "
+            f"rejected {t.rejected - before.rejected} in {seconds:.0f} s"
+        )
+        log.info("%s", line)
+        self.notifier.status(line)

@@ -1,0 +1,72 @@
+"""`aicctv config check FILE`: validate an edge or central configuration before deploying it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+
+from edge.config import EdgeConfig, load, render
+
+KINDS = ("edge", "central")
+
+
+def config_class(kind: str) -> type:
+    if kind == "central":
+        from central.config import CentralConfig
+
+        return CentralConfig
+    return EdgeConfig
+
+
+def guess_kind(path: Path) -> str:
+    """'central' if the file has a section only the central config has, else 'edge'."""
+    try:
+        sections = set(tomllib.loads(path.read_text()))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return "edge"  # load() will report the actual problem
+    edge_only = {f.name for f in fields(EdgeConfig)} - {f.name for f in fields(config_class("central"))}
+    return "edge" if sections & edge_only or "resync" not in sections else "central"
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    kind = args.kind or guess_kind(args.file)
+    problems: list[str] = []
+    config = load(config_class(kind), args.file, problems=problems, environ={} if args.ignore_env else None)
+    if problems:
+        print(f"{args.file}: {len(problems)} problem(s) in this {kind} configuration:", file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    print(f"{args.file}: a valid {kind} configuration")
+    if args.show:
+        print(render(config))
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    config = commands.add_parser("config", help="validate configuration files")
+    sub = config.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
+    check = sub.add_parser(
+        "check",
+        help="validate an edge or central TOML file; list every problem with its key and a fix",
+        description=(
+            "Validate a configuration file as the daemon would at start (types, ranges, ids, broker URL,\n"
+            "files it names), but report every problem instead of stopping at the first. Environment\n"
+            "variables AICCTV_<SECTION>_<KEY> are applied too, as under systemd, unless --ignore-env."
+        ),
+        epilog=(
+            "examples:\n"
+            "  aicctv config check /etc/aicctv/edge.toml\n"
+            "  aicctv config check central.toml --show      also print the effective settings\n\n"
+            "exit status: 0 valid, 1 problems found, 2 usage error"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("file", type=Path, metavar="FILE")
+    check.add_argument("--kind", choices=KINDS, help="edge or central (default: guessed from the sections)")
+    check.add_argument("--show", action="store_true", help="print the effective configuration when valid")
+    check.add_argument("--ignore-env", action="store_true", help="check the file alone, without AICCTV_* variables")
+    check.set_defaults(func=cmd_check)

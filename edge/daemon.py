@@ -1,0 +1,287 @@
+"""The edge daemon: camera → vision → hourly tally → local SQLite → MQTT, until stopped.
+
+One thread does the work (frames, SQLite, hour closing); the MQTT connection runs on its own
+thread and hands acknowledgements and commands back through queues (see uplink.py).
+
+Crash safety: every ended visitor is written together with the tally's state in one transaction,
+and the state is also checkpointed every few seconds, so after a `kill -9` the daemon resumes from
+its last checkpoint: a replayed file skips the frames already accounted for, closed hours are
+never recounted, and undelivered records go out on reconnection.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge.analyzer import Analyzer, AnalyzerConfig, FrameResult
+from edge.config import EdgeConfig
+from edge.contract import STATUS_ONLINE, STATUS_SOURCE_LOST, HourlyRecord, LiveCounts
+from edge.hourly import HourlyTally
+from edge.mqtt import backoff_delay
+from edge.sources import Frame, FrameSource, SourceError, open_source
+from edge.store import EdgeStore
+from edge.systemd import Notifier
+from edge.uplink import Uplink
+
+log = logging.getLogger("aicctv.edge")
+
+TALLY_STATE = "tally"
+CHECKPOINT_EVERY_S = 5.0
+STATUS_EVERY_S = 5.0
+PRUNE_EVERY_S = 86400.0
+
+
+@dataclass
+class RunSummary:
+    frames: int = 0
+    bad_frames: int = 0
+    visitors: int = 0
+    hours_closed: int = 0
+    undelivered: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def line(self) -> str:
+        seconds = time.monotonic() - self.started
+        return (
+            f"{self.frames} frames in {seconds:.1f} s ({self.frames / max(seconds, 1e-9):.1f} fps), "
+            f"{self.visitors} visitors, {self.hours_closed} hours closed, {self.undelivered} records not yet delivered"
+        )
+
+
+def analyzer_config(config: EdgeConfig) -> AnalyzerConfig:
+    v = config.vision
+    return AnalyzerConfig(v.detector, v.score, v.min_face, v.tiles, v.threads, v.flip)
+
+
+class EdgeDaemon:
+    """`replay_start`: Unix time at which a video file is treated as filmed (frame time = start +
+    index / fps); `until_end`: after the source's last frame close every hour, deliver, exit."""
+
+    def __init__(
+        self,
+        config: EdgeConfig,
+        replay_start: float | None = None,
+        until_end: bool = False,
+    ) -> None:
+        self.config = config
+        self.device = config.device.id
+        self.replay = replay_start is not None or Path(config.source.spec).is_file()
+        self.replay_start = replay_start if replay_start is not None else time.time()
+        self.until_end = until_end
+        self.store = EdgeStore(config.storage.db)
+        self.tally = HourlyTally(self.device, max_gap_s=config.hourly.max_gap_s, grace_s=config.hourly.grace_s)
+        snapshot = self.store.load_state(TALLY_STATE)
+        if snapshot:
+            self.tally.restore(snapshot)
+        self.uplink = Uplink(config.mqtt, self.device)
+        self.analyzer = Analyzer(analyzer_config(config))
+        self.summary = RunSummary()
+        self.notifier = Notifier()
+        self.stopping = False
+        self.source_state = "opening"
+        self._in_view = 0
+        self._last_checkpoint = self._last_live = self._last_status = time.monotonic()
+        self._frames_at_status = 0
+        self._next_prune = 0.0
+
+    def stop(self) -> None:
+        """Finish the current frame, record visitors in view, checkpoint and exit (signal-safe)."""
+        self.stopping = True
+
+    def run(self) -> RunSummary:
+        self._prune()
+        self.store.add_event("started", f"source {self.config.source.spec}")
+        self.uplink.start()
+        # READY once the models are loaded, not once the camera opens: a camera missing at boot
+        # must not fail the start (and loop restarts); STATUS and the MQTT status say "source lost".
+        self.notifier.ready(f"models loaded, opening {self.config.source.spec}")
+        try:
+            self._run_source()
+            if self.until_end and not self.stopping:
+                self._flush()
+            else:
+                self._serve_until_stopped()
+        finally:
+            self.notifier.stopping()
+            self._checkpoint()
+            self.summary.undelivered = self.store.undelivered_count()
+            self.store.add_event("stopped", self.summary.line())
+            self.uplink.stop()
+            self.store.close()
+        return self.summary
+
+    # -- the source and its frames -----------------------------------------------------------
+
+    def _run_source(self) -> None:
+        """Process the source until it ends (a file) or we are stopped; a live source that fails
+        is reopened with backoff, and its status and the local log say so meanwhile."""
+        attempt = 0
+        while not self.stopping:
+            try:
+                source = open_source(self.config.source.spec, start=self.replay_start)
+            except SourceError as exc:
+                if self.replay:
+                    raise
+                self._source_lost(str(exc), attempt)
+                attempt += 1
+                continue
+            if attempt:
+                self.store.add_event("source back", self.config.source.spec)
+                self.uplink.set_status(STATUS_ONLINE)
+            attempt = 0
+            self.source_state = "ok"
+            try:
+                self._process(source)
+            finally:
+                source.close()
+            if self.replay:
+                return
+            if not self.stopping:
+                self._source_lost("the stream ended", attempt)
+                attempt += 1
+
+    def _source_lost(self, reason: str, attempt: int) -> None:
+        self.source_state = "lost"
+        if attempt == 0:
+            log.warning("source %s lost: %s", self.config.source.spec, reason)
+            self.store.add_event("source lost", reason)
+            self.uplink.set_status(STATUS_SOURCE_LOST)
+        delay = backoff_delay(attempt, base_s=1.0, cap_s=self.config.source.reconnect_max_s)
+        deadline = time.monotonic() + delay
+        while not self.stopping and time.monotonic() < deadline:
+            self._close_hours(time.time())  # hours keep closing on the wall clock, with the gap in coverage
+            self._housekeeping(time.time())
+            time.sleep(0.1)
+
+    def _frames(self, source: FrameSource) -> Iterator[Frame]:
+        """The source's usable frames; skips frames already accounted for before a restart (a
+        replay resumes where its last checkpoint left off) and frames that are not images."""
+        resume_after = self.tally.last_frame if self.replay else None
+        for frame in source:
+            if self.stopping:
+                return
+            if resume_after is not None and frame.timestamp <= resume_after:
+                continue
+            image = frame.image
+            if image is None or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 16:
+                self.summary.bad_frames += 1
+                if self.summary.bad_frames in (1, 10, 100, 1000):
+                    log.warning("skipped %d unusable frames (not a colour image)", self.summary.bad_frames)
+                continue
+            yield frame
+
+    def _process(self, source: FrameSource) -> None:
+        for result in self.analyzer.track(self._frames(source)):
+            self._account(result)
+
+    def _account(self, result: FrameResult) -> None:
+        if result.frame is not None:
+            now = result.frame.timestamp
+            self.tally.frame(now)
+            self.summary.frames += 1
+            self._in_view = result.in_view
+        else:
+            now = self.tally.last_frame or time.time()
+        if result.ended:
+            revised: list[HourlyRecord] = []
+            with self.store.transaction():
+                for visitor in result.ended:
+                    self.store.add_visit(self.device, visitor)
+                    record = self.tally.visitor(visitor)
+                    if record is not None and self.store.save_hourly(record):
+                        revised.append(record)
+                self._save_state()
+            self.summary.visitors += len(result.ended)
+            self.uplink.send(revised)
+        self._close_hours(now)
+        self._housekeeping(now)
+
+    # -- hours, state and delivery -----------------------------------------------------------
+
+    def _close_hours(self, now: float, final: bool = False) -> None:
+        records = self.tally.close(now, final=final)
+        if not records:
+            return
+        with self.store.transaction():
+            kept = [r for r in records if self.store.save_hourly(r)]
+            self._save_state()
+        self.summary.hours_closed += len(records)
+        for record in records:
+            log.info("hour %s closed: %d visitors, coverage %.2f", record.hour, record.visitors, record.coverage)
+        self.uplink.send(kept)
+
+    def _prune(self) -> None:
+        removed = self.store.prune(self.config.storage.retention_days * 86400)
+        if removed:
+            log.info("removed %d visits and events older than %d days", removed, self.config.storage.retention_days)
+        self._next_prune = time.monotonic() + PRUNE_EVERY_S
+
+    def _save_state(self) -> None:
+        self.store.save_state(TALLY_STATE, self.tally.snapshot())
+        self._last_checkpoint = time.monotonic()
+
+    def _checkpoint(self) -> None:
+        with self.store.transaction():
+            self._save_state()
+
+    def _housekeeping(self, now: float) -> None:
+        """Per frame (or per tick without frames): watchdog, deliveries and commands; every few
+        seconds: checkpoint, live counts and the status line systemd shows."""
+        self.notifier.alive()
+        if self.uplink.take_reconnect():
+            self.uplink.send(self.store.undelivered())
+        acknowledged = self.uplink.acknowledged()
+        if acknowledged:
+            with self.store.transaction():
+                for record in acknowledged:
+                    self.store.mark_delivered(record)
+        for request in self.uplink.resync_requests():
+            records = self.store.hourly(self.device, request.since, request.until)
+            self.store.add_event("resync", f"{request.since} .. {request.until}: {len(records)} records")
+            self.uplink.send(records)
+        tick = time.monotonic()
+        if tick - self._last_checkpoint >= CHECKPOINT_EVERY_S:
+            self._checkpoint()
+        if tick >= self._next_prune:
+            self._prune()
+        if tick - self._last_status >= STATUS_EVERY_S:
+            fps = (self.summary.frames - self._frames_at_status) / (tick - self._last_status)
+            self._last_status, self._frames_at_status = tick, self.summary.frames
+            self.notifier.status(
+                f"{fps:.1f} fps, {self._in_view} in view, {self.tally.visitors_in_hour(now)} visitors this hour, "
+                f"source {self.source_state}, broker {'up' if self.uplink.connected else 'down'}"
+            )
+        if tick - self._last_live >= self.config.mqtt.live_interval_s:
+            self._last_live = tick
+            self.uplink.publish_live(
+                LiveCounts(self.device, round(time.time(), 3), self._in_view, self.tally.visitors_in_hour(now))
+            )
+
+    def _flush(self) -> None:
+        """End of a replay: close every hour, then wait (bounded) for the broker to take them."""
+        self._close_hours(self.tally.last_frame or time.time(), final=True)
+        deadline = time.monotonic() + self.config.mqtt.flush_timeout_s
+        while not self.stopping and time.monotonic() < deadline:
+            self._housekeeping(self.tally.last_frame or time.time())
+            if not self.store.undelivered_count():
+                return
+            time.sleep(0.05)
+        log.warning(
+            "%d hourly records not delivered yet (broker unreachable?): they stay queued in %s "
+            "and go out on the next run",
+            self.store.undelivered_count(),
+            self.config.storage.db,
+        )
+
+    def _serve_until_stopped(self) -> None:
+        """The source ended (a file without --until-end) or we were asked to stop: keep serving
+        deliveries and resync commands until stopped; hours stay open for the next run."""
+        if not self.stopping:
+            log.info("source ended; still serving MQTT until stopped (use --until-end to exit here)")
+        while not self.stopping:
+            self._housekeeping(self.tally.last_frame or time.time())
+            time.sleep(0.1)

@@ -1,0 +1,171 @@
+"""`aicctv demo`: the whole product on one machine, with nothing to install or configure.
+
+An MQTT broker (embedded amqtt unless --broker names one), one edge daemon replaying the sample
+clip as if filmed across an hour boundary, and one central subscriber; at the end, the central
+log's hourly table. Each piece is the real one: the same daemon, uplink, subscriber and stores
+that run on devices and servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import socket
+import threading
+import time
+from pathlib import Path
+
+from edge.config import ConfigError, EdgeConfig, load
+from edge.contract import HourlyRecord
+
+DEFAULT_CLIP = Path(".cache/sample/clip.mp4")
+# The sample clip is ~24 s long: starting it 10 s before 10:00 shows two hours, and a visitor
+# who crosses the hour mark updating the first hour with a second revision.
+REPLAY_START = "2026-01-05T09:59:50Z"
+DEVICE = "demo-cam"
+
+
+class EmbeddedBroker:
+    """amqtt's pure-Python MQTT 3.1.1 broker on a thread, for a demo without a real broker."""
+
+    def __init__(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._serve, name="amqtt", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self._ready.wait(15) or self._error:
+            raise RuntimeError(f"the embedded MQTT broker did not start: {self._error}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _serve(self) -> None:
+        try:
+            from amqtt.broker import Broker
+        except ImportError as exc:
+            self._error = RuntimeError("amqtt is not installed: pip install 'aicctv[demo]', or pass --broker URL")
+            self._ready.set()
+            raise SystemExit from exc
+
+        async def serve() -> None:
+            broker = Broker(
+                {
+                    "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+                    "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+                }
+            )
+            await broker.start()
+            self._ready.set()
+            while not self._stop.is_set():
+                await asyncio.sleep(0.1)
+            await broker.shutdown()
+
+        try:
+            asyncio.run(serve())
+        except Exception as exc:  # reported by start(); the demo cannot go on without a broker
+            self._error = exc
+            self._ready.set()
+
+
+def run_demo(clip: Path, out: Path, broker_url: str | None) -> list[HourlyRecord]:
+    from central.config import CentralConfig
+    from central.store import open_store
+    from central.subscriber import Subscriber
+    from edge.daemon import EdgeDaemon
+    from edge.edge_commands import parse_instant
+
+    out.mkdir(parents=True, exist_ok=True)
+    edge_db, central_db = out / "edge.db", out / "central.db"
+    for old in out.glob("*.db*"):
+        old.unlink()  # a fresh run: the edge would otherwise resume after its last frame
+    broker = EmbeddedBroker() if broker_url is None else None
+    if broker:
+        broker.start()
+    url = broker.url if broker else broker_url
+    version = 4 if broker else 5  # amqtt speaks MQTT 3.1.1 only
+    print(f"broker   {url} ({'embedded amqtt' if broker else 'external'})")
+    central = Subscriber(
+        load(
+            CentralConfig,
+            overrides={"mqtt.broker": url, "mqtt.version": version, "storage.db": str(central_db)},
+            environ={},
+        )
+    )
+    central_thread = threading.Thread(target=central.run, name="central", daemon=True)
+    central_thread.start()
+    if not central.subscribed.wait(15):
+        raise RuntimeError(f"the central subscriber could not subscribe at {url}")
+    print(f"central  subscribed, logging to {central_db}")
+    edge_config = load(
+        EdgeConfig,
+        overrides={
+            "device.id": DEVICE,
+            "source.spec": str(clip),
+            "mqtt.broker": url,
+            "mqtt.version": version,
+            "storage.db": str(edge_db),
+            "hourly.grace_s": 2,
+        },
+        environ={},
+    )
+    print(f"edge     {DEVICE} replaying {clip} as if filmed from {REPLAY_START}, logging to {edge_db}")
+    summary = EdgeDaemon(edge_config, replay_start=parse_instant(REPLAY_START), until_end=True).run()
+    print(f"edge     {summary.line()}")
+    try:
+        edge_records = _edge_log(edge_db)
+        store = open_store(central_db)
+        deadline = time.monotonic() + 30
+        while store.hourly() != edge_records and time.monotonic() < deadline:
+            time.sleep(0.1)
+        records = store.hourly()
+        store.close()
+    finally:
+        central.stop()
+        central_thread.join(10)
+        if broker:
+            broker.stop()
+    if records != edge_records:
+        raise RuntimeError(f"the central log has {len(records)} of the edge's {len(edge_records)} hourly records")
+    return records
+
+
+def _edge_log(path: Path) -> list[HourlyRecord]:
+    from edge.store import EdgeStore
+
+    with EdgeStore(path) as store:
+        return store.hourly()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edge.stats import tables
+
+    if not args.clip.is_file():
+        raise ConfigError(f"no clip at {args.clip}: run `make demo` once (it renders the sample clip) or pass --clip")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    records = run_demo(args.clip, args.out, args.broker)
+    print(f"\ncentral log, hourly ({len(records)} device-hours, identical to the edge's local log):\n")
+    print(tables(records))
+    print(f"\nnext: aicctv stats --db {args.out / 'central.db'} --plot hours.png")
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="run broker, edge and central together on the sample clip and print the hourly table",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help=f"video to replay (default {DEFAULT_CLIP})")
+    demo.add_argument("--out", type=Path, default=Path(".cache/demo"), help="folder for the two logs")
+    demo.add_argument("--broker", metavar="URL", help="use this MQTT 5 broker instead of the embedded one")
+    demo.set_defaults(func=cmd_demo)

@@ -1,0 +1,159 @@
+"""`aicctv edge run` (the daemon) and `aicctv edge export` (its local log)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from edge.config import ConfigError, EdgeConfig, load, render
+from edge.export import FORMATS, write_records
+from edge.store import EdgeStore
+
+
+def parse_instant(text: str) -> float:
+    """Unix time of an ISO 8601 instant with a zone, e.g. 2026-01-05T09:00:00Z."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time like 2026-01-05T09:00:00Z") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone: add Z for UTC (2026-01-05T09:00:00Z)")
+    return moment.timestamp()
+
+
+def setting(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or "." not in key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected SECTION.KEY=VALUE, e.g. vision.threads=2")
+    return key.strip(), value
+
+
+def config_options(parser: argparse.ArgumentParser, file_help: str, set_example: str) -> argparse._ArgumentGroup:
+    """--config and --set (any setting), in a group the caller adds its most-used flags to."""
+    group = parser.add_argument_group("configuration (flags override environment, which overrides the file)")
+    group.add_argument("--config", type=Path, metavar="FILE", help=file_help)
+    group.add_argument(
+        "--set",
+        type=setting,
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help=f"any setting, e.g. --set {set_example} (repeatable)",
+    )
+    return group
+
+
+def edge_options(parser: argparse.ArgumentParser) -> None:
+    group = config_options(parser, "TOML file (see deploy/edge.toml)", "vision.threads=2")
+    group.add_argument("--source", metavar="S", help="camera or stream: 0, /dev/video0, rtsp://…, file.mp4, picamera2")
+    group.add_argument("--device-id", metavar="D", help="this device's id in topics and logs (default: host name)")
+    group.add_argument("--broker", metavar="URL", help="mqtt://HOST:PORT or mqtts://user:pass@HOST:8883")
+    group.add_argument("--db", metavar="FILE", help="local SQLite log (default aicctv-edge.db)")
+
+
+def edge_config(args: argparse.Namespace) -> EdgeConfig:
+    overrides: dict[str, Any] = dict(args.set)
+    overrides |= {
+        "source.spec": args.source,
+        "device.id": args.device_id,
+        "mqtt.broker": args.broker,
+        "storage.db": args.db,
+    }
+    return load(EdgeConfig, args.config, overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge.daemon import EdgeDaemon  # the vision stack loads only when the daemon runs
+
+    config = edge_config(args)
+    if args.print_config:
+        print(render(config))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    daemon = EdgeDaemon(config, replay_start=args.replay_start, until_end=args.until_end)
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: daemon.stop())
+    c = config
+    logging.getLogger("aicctv.edge").info(
+        "device %s: source %s → %s, broker %s", c.device.id, c.source.spec, c.storage.db, c.mqtt.broker
+    )
+    summary = daemon.run()
+    print(summary.line(), file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if not args.db.is_file():
+        raise ConfigError(f"no edge log at {args.db}: pass the --db the daemon writes (storage.db)")
+    with EdgeStore(args.db) as store:
+        write_records(store.hourly(since=args.since, until=args.until), args.format, sys.stdout)
+    return 0
+
+
+def hour_filter(text: str) -> str:
+    """An hour bound for exports: any ISO 8601 instant, as the hour string the logs sort by."""
+    from edge.contract import hour_start
+
+    return hour_start(parse_instant(text))
+
+
+def hour_range_options(parser: argparse.ArgumentParser) -> None:
+    """--since and --until, as hour bounds: any ISO 8601 instant with a zone, inclusive."""
+    parser.add_argument("--since", type=hour_filter, metavar="T", help="first hour to include (ISO 8601 with zone)")
+    parser.add_argument("--until", type=hour_filter, metavar="T", help="last hour to include (ISO 8601 with zone)")
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    edge = commands.add_parser("edge", help="the on-device daemon and its local log")
+    sub = edge.add_subparsers(dest="edge_command", required=True, metavar="COMMAND")
+    run = sub.add_parser(
+        "run",
+        help="count visitors from a camera or stream, log locally, publish over MQTT",
+        description=(
+            "Run the edge daemon: detect, classify and track faces, keep visits and hourly records in\n"
+            "a local SQLite log (WAL, crash-safe), and publish live counts and hourly records over\n"
+            "MQTT (QoS 1, queued locally while the broker is away). Stops cleanly on SIGTERM/Ctrl-C."
+        ),
+        epilog=(
+            "examples:\n"
+            "  aicctv edge run --config /etc/aicctv/edge.toml\n"
+            "  aicctv edge run --source /dev/video0 --device-id shop-1 --broker mqtt://central.local\n"
+            "  aicctv edge run --source clip.mp4 --replay-start 2026-01-05T09:00:00Z --until-end\n"
+            "      replay footage as if filmed from that instant, at full speed, then close every\n"
+            "      hour, deliver and exit: hours of footage tested in minutes\n\n"
+            "environment: AICCTV_<SECTION>_<KEY> overrides the file, e.g. AICCTV_MQTT_BROKER\n"
+            "exit status: 0 stopped cleanly, 1 source unusable, 2 bad configuration or usage"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    edge_options(run)
+    run.add_argument(
+        "--replay-start",
+        type=parse_instant,
+        metavar="T",
+        help="treat a video file as filmed from T (ISO 8601 with zone); frame time = T + index / fps",
+    )
+    run.add_argument(
+        "--until-end",
+        action="store_true",
+        help="after the last frame: close all hours, deliver (up to mqtt.flush_timeout_s), exit",
+    )
+    run.add_argument("--print-config", action="store_true", help="print the effective configuration as TOML and exit")
+    run.set_defaults(func=cmd_run)
+
+    export = sub.add_parser(
+        "export",
+        help="print the local hourly records as JSON lines or CSV",
+        description="Print the edge's local hourly records, oldest first, in the central export's formats.",
+        epilog="example:\n  aicctv edge export --db aicctv-edge.db --format csv > hours.csv",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument("--db", type=Path, default=Path("aicctv-edge.db"), help="the edge's SQLite log")
+    export.add_argument("--format", choices=FORMATS, default="json", help="json lines (default) or csv")
+    hour_range_options(export)
+    export.set_defaults(func=cmd_export)

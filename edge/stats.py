@@ -1,0 +1,387 @@
+"""`aicctv stats`: hourly visitor tables, and a bar chart, from the edge's log or the central log.
+
+Both logs keep one row per device-hour in a table `hourly` whose `record` column holds the
+contract's canonical JSON (`HourlyRecord`) and whose `hour` column the contract's hour string, so
+one reader serves an edge's SQLite file, the central SQLite file and the central PostgreSQL
+database alike. Everything but `read_hourly` is a pure function of the records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sqlite3
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from central.config import POSTGRES_SCHEMES
+from edge.classify import AGE_BANDS
+from edge.config import ConfigError, without_password
+from edge.contract import GENDERS, ContractError, HourlyRecord, hour_start, parse_hour
+from edge.edge_commands import hour_range_options
+from edge.store import decode_record, hourly_query
+
+log = logging.getLogger("aicctv.stats")
+
+EXIT_FAILED = 1
+PARTIAL_MARK = "*"
+WHAT_TO_PASS = "pass --db an edge log (its storage.db), the central SQLite log or a postgresql:// URL"
+
+
+class LogError(RuntimeError):
+    """The log exists but could not be read (server down, I/O error): a runtime failure."""
+
+
+# ---- reading -------------------------------------------------------------------------------
+
+
+def read_hourly(
+    db: str, device: str | None = None, since: str | None = None, until: str | None = None
+) -> list[HourlyRecord]:
+    """Records for hours in [since, until] (hour strings), of one device or all, oldest first.
+    `db` is a SQLite file (opened read-only) or a postgresql:// URL.
+    Raises ConfigError when `db` is not a log at all, LogError when reading it fails."""
+    if db.startswith(POSTGRES_SCHEMES):
+        # ::text: the central log may keep `record` as JSONB, which psycopg would hand back parsed.
+        query, params = hourly_query(device, since, until, column="record::text")
+        texts = _postgres_texts(db, query.replace("?", "%s"), params)
+    else:
+        texts = _sqlite_texts(Path(db), *hourly_query(device, since, until))
+    records = []
+    for text in texts:
+        try:
+            records.append(decode_record(text))
+        except ContractError as exc:
+            # One damaged or future-schema row must not hide every other hour of the log.
+            log.warning("skipping an unreadable hourly record: %s", exc)
+    return records
+
+
+def _sqlite_texts(path: Path, query: str, params: list[str]) -> list[str]:
+    if not path.is_file():
+        raise ConfigError(f"no log at {path}: {WHAT_TO_PASS}")
+    try:
+        # Read-only: stats must never create, migrate or lock a log that a daemon is writing
+        # (WAL lets this reader run beside that writer).
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise LogError(f"cannot open {path}: {exc}") from None
+    try:
+        _check_columns(path, {row[1] for row in conn.execute("PRAGMA table_info(hourly)")})
+        return [row[0] for row in conn.execute(query, params)]
+    except sqlite3.OperationalError as exc:
+        raise LogError(f"cannot read {path}: {exc}") from None
+    except sqlite3.DatabaseError as exc:
+        # "file is not a database" and the like: the user pointed at the wrong file.
+        raise ConfigError(f"{path} is not a readable SQLite log ({exc}): {WHAT_TO_PASS}") from None
+    finally:
+        conn.close()
+
+
+def _postgres_texts(url: str, query: str, params: list[str]) -> list[str]:
+    try:
+        import psycopg  # only the central log at scale needs it
+    except ImportError:
+        raise ConfigError("reading PostgreSQL needs psycopg: pip install 'aicctv[postgres]'") from None
+    try:
+        with psycopg.connect(url, connect_timeout=10) as conn:
+            conn.read_only = True
+            columns = conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'hourly'"
+                " AND table_schema = ANY (current_schemas(false))"
+            ).fetchall()
+            _check_columns(without_password(url), {row[0] for row in columns})
+            return [row[0] for row in conn.execute(query, params)]
+    except psycopg.Error as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LogError(f"cannot read {without_password(url)}: {first_line}") from None
+
+
+def _check_columns(where: object, columns: set[str]) -> None:
+    if not {"device", "hour", "record"} <= columns:
+        found = "no table 'hourly'" if not columns else "a table 'hourly' without device, hour and record columns"
+        raise ConfigError(f"{where} has {found}: {WHAT_TO_PASS}")
+
+
+# ---- tables --------------------------------------------------------------------------------
+
+
+def by_device(records: Iterable[HourlyRecord]) -> dict[str, list[HourlyRecord]]:
+    """Records grouped per device, each list ordered by hour."""
+    groups: dict[str, list[HourlyRecord]] = {}
+    for record in sorted(records, key=lambda r: (r.device, r.hour)):
+        groups.setdefault(record.device, []).append(record)
+    return groups
+
+
+def hour_label(hour: str) -> str:
+    return hour[:10] + " " + hour[11:16]
+
+
+def hours_between(first: str, last: str) -> int:
+    """How many hours from the start of `first` to the end of `last`."""
+    return round((parse_hour(last) - parse_hour(first)) / 3600) + 1
+
+
+def _coverage_cell(coverage: float) -> str:
+    # Floor, so that only a complete hour ever shows 100%.
+    percent = f"{int(coverage * 100)}%"
+    return percent + (PARTIAL_MARK if coverage < 1 else " ")
+
+
+def _classified(record: HourlyRecord, gender: str) -> int:
+    return sum(record.counts[gender].values())
+
+
+def _row(label: str, visitors: int, coverage: float, dwell_s: float, counts: dict[str, dict[str, int]]) -> list[str]:
+    bands = [str(counts[gender][band]) for gender in GENDERS for band in AGE_BANDS]
+    return [label, str(visitors), _coverage_cell(coverage), f"{dwell_s:.1f}s", *bands]
+
+
+def _total_row(records: Sequence[HourlyRecord]) -> list[str]:
+    visitors = sum(r.visitors for r in records)
+    # Coverage over the whole span, hours without any record counting as 0: how complete the
+    # data is. Dwell weighted by visitors, because each hour's mean is over its own visitors.
+    span = hours_between(records[0].hour, records[-1].hour)
+    coverage = sum(r.coverage for r in records) / span
+    dwell = sum(r.mean_dwell_s * r.visitors for r in records) / visitors if visitors else 0.0
+    counts = {g: {b: sum(r.counts[g][b] for r in records) for b in AGE_BANDS} for g in GENDERS}
+    return _row(f"total ({span} h)", visitors, coverage, dwell, counts)
+
+
+def device_table(records: Sequence[HourlyRecord]) -> str:
+    """One device's hours as an aligned table: a line per hour, a line per run of hours without
+    a record (the device was off or its log lost them), and a totals line."""
+    header = ["hour (UTC)", "visitors", "coverage", "dwell", *AGE_BANDS, *AGE_BANDS]
+    lines: list[list[str] | str] = []
+    previous: HourlyRecord | None = None
+    for record in records:
+        if previous is not None and (missing := hours_between(previous.hour, record.hour) - 2) > 0:
+            lines.append(f"  … {missing} hour{'s' if missing > 1 else ''} without a record …")
+        lines.append(
+            _row(hour_label(record.hour), record.visitors, record.coverage, record.mean_dwell_s, record.counts)
+        )
+        previous = record
+    total = _total_row(records)
+    cells = [header, total, *(line for line in lines if isinstance(line, list))]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+
+    # Two spaces between columns, one between the age bands of a gender, to keep lines short.
+    seps = ["", "  ", "  ", "  ", *(["  "] + [" "] * (len(AGE_BANDS) - 1)) * len(GENDERS)]
+
+    def aligned(row: list[str]) -> str:
+        # The coverage cell carries its own trailing mark column, so right-aligning keeps the
+        # digits lined up whether or not a row is marked partial.
+        cells = [row[0].ljust(widths[0]), *(cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True))]
+        return "".join(sep + cell for sep, cell in zip(seps, cells, strict=True))
+
+    head = aligned(header)
+    # A line naming the gender above each group of age-band columns.
+    band_start = sum(widths[:4]) + 2 * 4
+    group_width = sum(widths[4 : 4 + len(AGE_BANDS)]) + len(AGE_BANDS) - 1
+    groups = " " * band_start + "  ".join(gender.center(group_width, "-") for gender in GENDERS)
+    first, last = records[0], records[-1]
+    partial = sum(r.coverage < 1 for r in records)
+    out = [
+        f"{first.device}: {len(records)} hours recorded, {hour_label(first.hour)} to {hour_label(last.hour)} UTC",
+        groups,
+        head,
+        *(aligned(line) if isinstance(line, list) else line for line in lines),
+        "-" * len(head),
+        aligned(total),
+    ]
+    if partial:
+        out.append(f"{PARTIAL_MARK} partial hour ({partial}): the pipeline ran for only part of it (coverage < 100%)")
+    return "\n".join(out)
+
+
+def tables(records: Iterable[HourlyRecord]) -> str:
+    """Every device's table, separated by a blank line."""
+    return "\n\n".join(device_table(group) for group in by_device(records).values())
+
+
+# ---- plot ----------------------------------------------------------------------------------
+
+# BGR. Colour-blind-safe pair (orange / blue, Okabe-Ito) for the genders.
+FEMALE, MALE, UNCLASSIFIED = (0, 159, 230), (178, 114, 0), (180, 180, 180)
+NO_RECORD, PARTIAL, INK, GRID, PAPER = (235, 235, 235), (40, 40, 210), (40, 40, 40), (220, 220, 220), (255, 255, 255)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+PANEL_H, LEFT, RIGHT, TOP, BOTTOM = 340, 70, 24, 64, 62
+LABEL_STEPS = (1, 2, 3, 4, 6, 12, 24, 48, 168, 336, 672)  # hours: divisors of a day, then whole days
+
+
+def nice_step(top: float, ticks: int = 5) -> int:
+    """A 1, 2 or 5 × 10^k step giving about `ticks` gridlines up to `top`."""
+    raw = max(top / ticks, 1)
+    magnitude = 10 ** int(np.floor(np.log10(raw)))
+    return next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+
+
+def _text(
+    image: np.ndarray,
+    text: str,
+    x: float,
+    y: float,
+    scale: float = 0.45,
+    align: str = "left",
+    color: tuple[int, int, int] = INK,
+    thickness: int = 1,
+) -> None:
+    """Text vertically centred on y, its left edge, centre or right edge at x."""
+    (width, height), _ = cv2.getTextSize(text, FONT, scale, thickness)
+    dx = {"left": 0, "center": width / 2, "right": width}[align]
+    cv2.putText(image, text, (round(x - dx), round(y + height / 2)), FONT, scale, color, thickness, cv2.LINE_AA)
+
+
+def _legend(image: np.ndarray, right: int, y: int) -> None:
+    entries = [
+        ("female", FEMALE),
+        ("male", MALE),
+        ("unclassified", UNCLASSIFIED),
+        ("no record", NO_RECORD),
+        ("partial hour", PARTIAL),
+    ]
+    x = right
+    for label, colour in reversed(entries):
+        (width, _), _ = cv2.getTextSize(label, FONT, 0.42, 1)
+        x -= width
+        _text(image, label, x, y, 0.42)
+        x -= 18
+        if colour == PARTIAL:
+            cv2.circle(image, (x + 6, y), 4, colour, -1, cv2.LINE_AA)
+        else:
+            cv2.rectangle(image, (x, y - 6), (x + 12, y + 6), colour, -1)
+            cv2.rectangle(image, (x, y - 6), (x + 12, y + 6), INK, 1)
+        x -= 16
+
+
+def _panel(image: np.ndarray, top: int, device: str, records: list[HourlyRecord], first: str, slots: int) -> None:
+    width = image.shape[1]
+    x0, x1, y0, y1 = LEFT, width - RIGHT, top + TOP, top + PANEL_H - BOTTOM
+    slot_w = (x1 - x0) / slots
+    start = parse_hour(first)
+    by_slot = {round((parse_hour(r.hour) - start) / 3600): r for r in records}
+    peak = max((r.visitors for r in records), default=0)
+    step = nice_step(peak)
+    y_max = max(step, -(-peak // step) * step)
+
+    def y_of(value: float) -> int:
+        return round(y1 - value / y_max * (y1 - y0))
+
+    last = hour_label(hour_start(start + (slots - 1) * 3600))
+    total = sum(r.visitors for r in records)
+    _text(image, f"{device}   {hour_label(first)} to {last} UTC   {total:,} visitors", x0, top + 18, 0.6, thickness=2)
+    _legend(image, x1, top + 44)
+    _text(image, "visitors per hour", x0 - 60, top + 44, 0.42)
+    for value in range(0, y_max + 1, step):
+        cv2.line(image, (x0, y_of(value)), (x1, y_of(value)), GRID, 1)
+        _text(image, str(value), x0 - 8, y_of(value), 0.42, align="right")
+    for slot in range(slots):
+        left, right = x0 + slot * slot_w, x0 + (slot + 1) * slot_w
+        record = by_slot.get(slot)
+        if record is None:
+            cv2.rectangle(image, (round(left), y0), (round(right), y1), NO_RECORD, -1)
+            continue
+        # A bar fills most of its slot; thin slots (long ranges) get the whole slot.
+        pad = slot_w * 0.12 if slot_w >= 6 else 0
+        female, male = _classified(record, "female"), _classified(record, "male")
+        base = 0
+        for value, colour in ((female, FEMALE), (male, MALE), (record.visitors - female - male, UNCLASSIFIED)):
+            if value:
+                cv2.rectangle(
+                    image, (round(left + pad), y_of(base + value)), (round(right - pad) - 1, y_of(base)), colour, -1
+                )
+            base += value
+        if record.coverage < 1:
+            cv2.circle(image, (round((left + right) / 2), y1 + 8), 3, PARTIAL, -1, cv2.LINE_AA)
+    cv2.line(image, (x0, y1), (x1, y1), INK, 1)
+    cv2.line(image, (x0, y0), (x0, y1), INK, 1)
+    # Label every k-th hour, k the smallest step leaving room for "HH:00" under each label.
+    every = next((k for k in LABEL_STEPS if k * slot_w >= 46), LABEL_STEPS[-1])
+    shown_date = None
+    for slot in range(slots):
+        moment = datetime.fromtimestamp(start + slot * 3600, UTC)
+        if (moment.hour + 24 * moment.toordinal()) % every:
+            continue
+        x = x0 + (slot + 0.5) * slot_w
+        cv2.line(image, (round(x), y1), (round(x), y1 + 4), INK, 1)
+        if every >= 24:  # labels fall on midnights: the date alone says it
+            _text(image, moment.strftime("%b %d"), x, y1 + 22, 0.4, align="center")
+            continue
+        _text(image, moment.strftime("%H:00"), x, y1 + 22, 0.4, align="center")
+        if moment.date() != shown_date:
+            _text(image, moment.strftime("%b %d"), x, y1 + 40, 0.4, align="center", color=(90, 90, 90))
+            shown_date = moment.date()
+    _text(image, "hour (UTC)", x1, top + PANEL_H - 8, 0.42, align="right")
+
+
+def plot(records: Iterable[HourlyRecord], path: str | Path) -> tuple[int, int]:
+    """Stacked hourly bars (female, male, unclassified) per device, one panel each, on a shared
+    hour axis so devices line up; hours without a record shaded, partial hours dotted. Written
+    where `path` says (format from its extension); returns the image's (width, height)."""
+    groups = by_device(records)
+    if not groups:
+        raise ValueError("nothing to plot: no hourly records")
+    first = min(g[0].hour for g in groups.values())
+    slots = hours_between(first, max(g[-1].hour for g in groups.values()))
+    # About 22 px an hour, within what a screen or a report page shows without scrolling.
+    width = int(np.clip(LEFT + RIGHT + slots * 22, 720, 1800))
+    image = np.full((PANEL_H * len(groups), width, 3), PAPER, np.uint8)
+    for i, (device, group) in enumerate(groups.items()):
+        _panel(image, i * PANEL_H, device, group, first, slots)
+    if not cv2.imwrite(str(path), image):
+        raise LogError(f"could not write the plot to {path}")
+    return width, image.shape[0]
+
+
+# ---- command -------------------------------------------------------------------------------
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    if args.plot is not None and args.plot.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise ConfigError(f"--plot {args.plot}: name a .png (or .jpg) file")
+    try:
+        records = read_hourly(args.db, args.device, args.since, args.until)
+        if not records:
+            which = f"device {args.device}" if args.device else "any device"
+            print(f"no hourly records for {which} in that range of {without_password(args.db)}", file=sys.stderr)
+            return 0
+        print(tables(records))
+        if args.plot is not None:
+            width, height = plot(records, args.plot)
+            print(f"\nplot: {args.plot} ({width}x{height})")
+    except LogError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    stats = commands.add_parser(
+        "stats",
+        help="hourly visitor tables (and a chart) from an edge or central log",
+        description=(
+            "Print hourly visitors by gender and age band, one table per device, from the edge's\n"
+            "local SQLite log, the central SQLite log, or the central PostgreSQL database (read-only,\n"
+            "safe beside a running daemon). Partial hours (coverage < 100%) are marked with *."
+        ),
+        epilog=(
+            "examples:\n"
+            "  aicctv stats --db aicctv-edge.db\n"
+            "  aicctv stats --db central.db --device shop-1 --since 2026-01-05T00:00Z --until 2026-01-05T23:00Z\n"
+            "  aicctv stats --db postgresql://aicctv@db.local/aicctv --plot week.png\n\n"
+            "exit status: 0 ok (also when no record matches), 1 the log could not be read,\n"
+            "2 usage error (no such log, not a log, bad option)"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    stats.add_argument("--db", required=True, metavar="FILE|URL", help="SQLite log file or postgresql:// URL")
+    stats.add_argument("--device", metavar="D", help="only this device (default: every device in the log)")
+    hour_range_options(stats)
+    stats.add_argument("--plot", type=Path, metavar="PNG", help="also draw hourly visitors per device into this image")
+    stats.set_defaults(func=cmd_stats)

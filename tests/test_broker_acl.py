@@ -1,0 +1,454 @@
+"""The central broker's configuration (deploy/mosquitto) on a real Mosquitto.
+
+`aicctv-broker` runs as shipped, with `--dir` in a temporary folder, to make the CA, the server
+certificate and the users; the ACL file is copied byte for byte; only aicctv.conf is rewritten
+(free ports, the temporary folder, a log, persistence there, the user to run as). Clients are real
+MQTT 5 clients over TLS, checked against the generated CA, so what passes here is what a device
+and the central subscriber meet in production.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from edge.config import MqttLinkSection
+from edge.contract import DEFAULT_PREFIX, topic
+from edge.mqtt import Connection
+from tests.services import MOSQUITTO, free_port, missing, wait_for_port, wait_until
+
+SHIPPED = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
+SCRIPT = SHIPPED / "aicctv-broker"
+# A dash and a dot: the ACL's %u must work with all of the device-id punctuation.
+A, B = "shop-1", "shop.2"
+NOT_AUTHORIZED = 135  # MQTT 5 reason code, in CONNACK, PUBACK and SUBACK
+ACCEPTED = (0, 16)  # PUBACK: success, or success with "no matching subscribers"
+
+
+def script(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=60)
+
+
+def broker_config(shipped: str, folder: Path, tls_port: int, local_port: int) -> str:
+    """aicctv.conf with our ports and folder: each rewrite must match exactly once, so a change to
+    the shipped file that this test no longer understands fails here, not silently."""
+    rewrites = {
+        "\nlistener 8883\n": f"\nlistener {tls_port} 127.0.0.1\n",
+        "\nlistener 1883 127.0.0.1\n": f"\nlistener {local_port} 127.0.0.1\n",
+    }
+    for old, new in rewrites.items():
+        assert shipped.count(old) == 1, f"aicctv.conf: expected one {old.strip()!r}"
+        shipped = shipped.replace(old, new)
+    settings = [line for line in shipped.splitlines() if "/etc/mosquitto/aicctv/" in line and not line.startswith("#")]
+    assert len(settings) == 5, f"aicctv.conf: expected passwd, acl, ca.crt, server.crt, server.key: {settings}"
+    shipped = shipped.replace("/etc/mosquitto/aicctv/", f"{folder}/")
+    # What Debian's main mosquitto.conf provides around the drop-in.
+    return shipped + (
+        f"\npersistence_location {folder}/\n"
+        f"log_dest file {folder}/mosquitto.log\n"
+        "log_type all\n"
+        # Started as root, mosquitto would switch to user `mosquitto` (see tests/services.py).
+        f"user {getpass.getuser()}\n"
+    )
+
+
+class Broker:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.ca = str(folder / "ca.crt")
+        self.tls_port, self.local_port = free_port(), free_port()
+        (folder / "mosquitto.conf").write_text(
+            broker_config((SHIPPED / "aicctv.conf").read_text(), folder, self.tls_port, self.local_port)
+        )
+        shutil.copyfile(SHIPPED / "acl", folder / "acl")
+        self.log = folder / "mosquitto.log"
+        self.process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(folder / "mosquitto.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        try:
+            wait_for_port(self.tls_port)
+            wait_for_port(self.local_port)
+        except TimeoutError:
+            self.process.kill()
+            raise AssertionError(f"mosquitto did not start: {self.process.communicate()[1].decode()[-800:]}") from None
+
+    def password(self, user: str) -> str:
+        kind = "users" if user in ("central", "watch") else "devices"
+        return (self.folder / kind / f"{user}.password").read_text().strip()
+
+    def reload(self) -> None:
+        """What `systemctl reload mosquitto` does."""
+        self.process.send_signal(signal.SIGHUP)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    """Replaces conftest's open `broker` in this module: one broker for all tests here, set up as
+    on the central server (making a CA and starting TLS once, not per test, keeps this file fast)."""
+    if MOSQUITTO is None:
+        missing("mosquitto", "install the Debian package (apt install mosquitto)")
+    for tool in ("openssl", "mosquitto_passwd"):
+        if shutil.which(tool) is None:
+            missing(tool, "apt install openssl mosquitto")
+    folder = tmp_path_factory.mktemp("central-broker")
+    steps = [
+        ("init-ca", "--hostname", "127.0.0.1", "--hostname", "localhost"),
+        ("add-device", A),
+        ("add-device", B),
+        ("add-user", "central"),
+        ("add-user", "watch"),
+    ]
+    for step in steps:
+        done = script(*step, "--dir", str(folder))
+        assert done.returncode == 0, f"aicctv-broker {' '.join(step)}: {done.stderr}"
+    running = Broker(folder)
+    yield running
+    running.stop()
+
+
+class Client:
+    """A paho MQTT 5 client that records what the broker answers: CONNACK, PUBACK and SUBACK
+    reason codes, and every message received."""
+
+    def __init__(self, broker: Broker, user: str | None, password: str | None = None, *, will=None, tls=True):
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"{user}-{uuid.uuid4().hex[:6]}", protocol=paho.MQTTv5
+        )
+        if user:
+            self.client.username_pw_set(user, broker.password(user) if password is None else password)
+        if tls:
+            self.client.tls_set(ca_certs=broker.ca)
+        if will:
+            self.client.will_set(will[0], will[1], qos=1, retain=True)
+        self.port = broker.tls_port if tls else broker.local_port
+        self.connack = None
+        self.answered = threading.Event()
+        self.pubacks: dict[int, int] = {}
+        self.subacks: dict[int, list[int]] = {}
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.client.on_connect = self._on_connect
+        self.client.on_publish = lambda _c, _u, mid, reason, _p: self.pubacks.__setitem__(mid, reason.value)
+        self.client.on_subscribe = lambda _c, _u, mid, reasons, _p: self.subacks.__setitem__(
+            mid, [r.value for r in reasons]
+        )
+        self.client.on_message = lambda _c, _u, m: self.messages.append((m.topic, m.payload, m.retain))
+
+    def _on_connect(self, client, _userdata, _flags, reason, _props) -> None:
+        self.connack = reason.value
+        self.answered.set()
+        if reason.is_failure:
+            client.disconnect()  # no automatic retries with a password the broker refused
+
+    def connect(self) -> Client:
+        self.client.connect("127.0.0.1", self.port, keepalive=30)
+        self.client.loop_start()
+        assert self.answered.wait(10), "no CONNACK"
+        return self
+
+    def login(self) -> int:
+        """The CONNACK reason code, then disconnect."""
+        self.connect()
+        self.close()
+        return self.connack
+
+    def connected(self) -> Client:
+        self.connect()
+        assert self.connack == 0, f"connection refused: reason {self.connack}"
+        return self
+
+    def subscribe(self, *filters: str) -> list[int]:
+        _, mid = self.client.subscribe([(name, 1) for name in filters])
+        wait_until(lambda: mid in self.subacks, 10, "SUBACK")
+        return self.subacks[mid]
+
+    def publish(self, name: str, payload: bytes, qos: int = 1, retain: bool = False) -> int | None:
+        """The PUBACK reason code (QoS 1), or None (QoS 0: the broker says nothing)."""
+        info = self.client.publish(name, payload, qos=qos, retain=retain)
+        if qos == 0:
+            info.wait_for_publish(10)
+            return None
+        wait_until(lambda: info.mid in self.pubacks, 10, f"PUBACK for {name}")
+        return self.pubacks[info.mid]
+
+    def received(self, name: str, payload: bytes | None = None) -> list[bytes]:
+        return [p for t, p, _ in self.messages if t == name and (payload is None or p == payload)]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def die(self) -> None:
+        """The connection drops without a DISCONNECT (power cut, network gone): the broker must
+        publish the last will."""
+        self.client.loop_stop()
+        self.client.socket().close()
+
+
+def t(device: str, channel: str) -> str:
+    return topic(DEFAULT_PREFIX, device, channel)
+
+
+def marker() -> bytes:
+    return uuid.uuid4().hex.encode()
+
+
+def test_anonymous_clients_and_wrong_passwords_are_refused(broker):
+    assert Client(broker, None).login() == NOT_AUTHORIZED
+    # Global, not per listener: the plain loopback listener is no way around it.
+    assert Client(broker, None, tls=False).login() == NOT_AUTHORIZED
+    assert Client(broker, A, "not-the-password").login() == NOT_AUTHORIZED
+    # A password is not transferable: B's password does not log in as A.
+    assert Client(broker, A, broker.password(B)).login() == NOT_AUTHORIZED
+    assert Client(broker, A).login() == 0
+    # And a client that does not trust our CA never gets as far as sending a password.
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    stranger = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    stranger.tls_set()  # the system's CAs, which did not sign our server certificate
+    with pytest.raises(ssl.SSLCertVerificationError):
+        stranger.connect("127.0.0.1", broker.tls_port)
+
+
+def test_device_publishes_its_own_topics_and_central_receives_them(broker):
+    central = Client(broker, "central").connected()
+    granted = central.subscribe(
+        f"$share/aicctv-central/{DEFAULT_PREFIX}/+/hourly", f"{DEFAULT_PREFIX}/+/hourly", f"{DEFAULT_PREFIX}/+/live"
+    )
+    assert granted == [1, 1, 1]
+    device = Client(broker, A).connected()
+    record, live = marker(), marker()
+    assert device.publish(t(A, "hourly"), record) in ACCEPTED
+    device.publish(t(A, "live"), live, qos=0)
+    # Once through the shared subscription and once through the plain one.
+    wait_until(lambda: len(central.received(t(A, "hourly"), record)) == 2, 10, "the hourly record, twice")
+    wait_until(lambda: central.received(t(A, "live"), live), 10, "the live counts")
+    device.close()
+    central.close()
+
+
+def test_device_cannot_publish_as_another_device(broker):
+    # B's own retained status: what A will try to overwrite.
+    other = Client(broker, B).connected()
+    assert other.publish(t(B, "status"), b"online", retain=True) in ACCEPTED
+    other.close()
+
+    central = Client(broker, "central").connected()
+    central.subscribe(f"$share/aicctv-central/{DEFAULT_PREFIX}/+/hourly", f"{DEFAULT_PREFIX}/#")
+    device = Client(broker, A).connected()
+    forged = marker()
+    for name in (t(B, "hourly"), t(B, "status"), t(B, "cmd/resync"), t(A, "cmd/resync"), f"{DEFAULT_PREFIX}/x"):
+        # Dropped by the broker, which says so in the MQTT 5 PUBACK; A stays connected.
+        assert device.publish(name, forged, retain=name.endswith("status")) == NOT_AUTHORIZED, name
+    device.publish(t(B, "live"), forged, qos=0)  # QoS 0: no answer at all, so only delivery can tell
+    # A's later, allowed message arriving means the earlier ones would have arrived by now: one
+    # client's messages are delivered in order.
+    later = marker()
+    assert device.publish(t(A, "hourly"), later) in ACCEPTED
+    wait_until(lambda: central.received(t(A, "hourly"), later), 10, "A's own hourly record")
+    assert [m for m in central.messages if m[1] == forged] == []
+    device.close()
+    central.close()
+
+    # The retained status a new subscriber gets is still B's.
+    fresh = Client(broker, "central").connected()
+    fresh.subscribe(t(B, "status"))
+    wait_until(lambda: fresh.messages, 10, "B's retained status")
+    assert fresh.messages == [(t(B, "status"), b"online", True)]
+    fresh.close()
+
+
+def test_device_receives_only_its_own_resync_requests(broker):
+    device = Client(broker, A).connected()
+    codes = device.subscribe(f"{DEFAULT_PREFIX}/#", t(B, "cmd/resync"), t(A, "cmd/resync"))
+    # Mosquitto 2.0's ACL file does not check SUBSCRIBE (every code is "granted QoS 1"); a broker
+    # that does would answer "not authorized" for the first two. Either way, delivery is checked
+    # per message below, and that is what keeps B's requests from A.
+    assert codes[2] == 1 and all(code in (1, NOT_AUTHORIZED) for code in codes), codes
+    other = Client(broker, B).connected()
+    other.subscribe(t(B, "cmd/resync"))
+    central = Client(broker, "central").connected()
+    for_b, for_a = marker(), marker()
+    assert central.publish(t(B, "cmd/resync"), for_b) in ACCEPTED
+    assert other.publish(t(B, "hourly"), marker()) in ACCEPTED
+    assert central.publish(t(A, "cmd/resync"), for_a) in ACCEPTED
+    wait_until(lambda: device.received(t(A, "cmd/resync"), for_a), 10, "A's resync request")
+    wait_until(lambda: other.received(t(B, "cmd/resync"), for_b), 10, "B's resync request")
+    # (A set: Mosquitto may deliver one copy per matching subscription.)
+    assert {(name, payload) for name, payload, _ in device.messages} == {(t(A, "cmd/resync"), for_a)}
+    for client in (device, other, central):
+        client.close()
+
+
+def test_watch_user_reads_live_counts_and_statuses_only(broker):
+    watcher = Client(broker, "watch").connected()
+    watcher.subscribe(f"{DEFAULT_PREFIX}/#")
+    device = Client(broker, A).connected()
+    hidden, seen = marker(), marker()
+    assert device.publish(t(A, "hourly"), hidden) in ACCEPTED
+    device.publish(t(A, "live"), seen, qos=0)
+    wait_until(lambda: watcher.received(t(A, "live"), seen), 10, "live counts at watch")
+    assert watcher.received(t(A, "hourly")) == []
+    for name in (t(A, "status"), t(A, "cmd/resync"), t(A, "live")):
+        assert watcher.publish(name, b"offline") == NOT_AUTHORIZED, name
+    device.close()
+    watcher.close()
+
+
+def test_edge_connection_last_will_reaches_central_when_it_dies(broker):
+    """The edge's own client, configured as `aicctv-broker add-device` tells the device to be:
+    mqtts://, the generated CA, user name = device id, password from a file."""
+    central = Client(broker, "central").connected()
+    central.subscribe(f"{DEFAULT_PREFIX}/+/status")
+    link = MqttLinkSection(
+        broker=f"mqtts://127.0.0.1:{broker.tls_port}",
+        ca_file=broker.ca,
+        username=A,
+        password_file=str(broker.folder / "devices" / f"{A}.password"),
+    )
+    for check in link.checks():
+        check()
+    online = threading.Event()
+
+    def announce(client, _session_present):
+        client.publish(t(A, "status"), b"online", qos=1, retain=True)
+        online.set()
+
+    edge = Connection(
+        link.broker_url(),
+        f"aicctv-edge-{A}",
+        will=(t(A, "status"), b"offline"),
+        ca_file=link.ca_file,
+        max_backoff_s=0.5,
+        on_connect=announce,
+    )
+    edge.start()
+    try:
+        assert online.wait(10), "the edge did not connect"
+        wait_until(lambda: central.received(t(A, "status"), b"online"), 10, "online")
+        seen = len(central.messages)
+        online.clear()
+        # The connection dies under the client (no DISCONNECT): the broker sends the will,
+        # and the edge reconnects and says it is online again.
+        edge.client.socket().shutdown(socket.SHUT_RDWR)
+        wait_until(lambda: (t(A, "status"), b"offline", False) in central.messages[seen:], 10, "the last will")
+        assert online.wait(10), "the edge did not reconnect"
+        again = (t(A, "status"), b"online", False)
+        wait_until(lambda: again in central.messages[seen:], 10, "online again")
+    finally:
+        edge.stop()
+        central.close()
+
+
+def test_last_will_on_another_device_topic_is_dropped(broker):
+    other = Client(broker, B).connected()
+    assert other.publish(t(B, "status"), b"online", retain=True) in ACCEPTED
+    other.close()
+    central = Client(broker, "central").connected()
+    central.subscribe(f"{DEFAULT_PREFIX}/+/status")
+    wait_until(lambda: central.received(t(B, "status"), b"online"), 10, "B's retained status")
+    seen = len(central.messages)
+
+    spoofer = Client(broker, A, will=(t(B, "status"), b"offline")).connected()
+    spoofer.die()
+    # Mosquitto handles a dead connection, will included, in one go; wait until its log says it
+    # noticed, then let a genuine will follow: when that arrives, the spoofed one would have too.
+    spoofer_id = spoofer.client._client_id.decode()
+    wait_until(
+        lambda: any(spoofer_id in line and ("closed" in line or "disconnect" in line) for line in log_lines(broker)),
+        10,
+        "the broker noticing the dead connection",
+    )
+    genuine = Client(broker, A, will=(t(A, "status"), b"offline")).connected()
+    genuine.die()
+    wait_until(lambda: (t(A, "status"), b"offline", False) in central.messages[seen:], 10, "A's last will")
+    assert central.received(t(B, "status"))[1:] == []  # only the retained "online" from before
+    central.close()
+
+
+def log_lines(broker: Broker) -> list[str]:
+    return broker.log.read_text(errors="replace").splitlines() if broker.log.exists() else []
+
+
+def test_reload_adds_and_removes_a_device(broker):
+    device = "shop-3"
+    assert script("add-device", device, "--dir", str(broker.folder)).returncode == 0
+    broker.reload()
+    # The broker rereads the password file after SIGHUP, a moment later: poll, do not sleep.
+    deadline = time.monotonic() + 10
+    while Client(broker, device).login() != 0:
+        assert time.monotonic() < deadline, "the new device was never let in"
+    password = broker.password(device)
+    assert script("remove-device", device, "--dir", str(broker.folder)).returncode == 0
+    assert not (broker.folder / "devices" / f"{device}.password").exists()
+    broker.reload()
+    deadline = time.monotonic() + 10
+    while Client(broker, device, password).login() != NOT_AUTHORIZED:
+        assert time.monotonic() < deadline, "the removed device is still let in"
+
+
+@pytest.mark.parametrize("bad", ["a/b", "a+b", "#", "a b", "", "x" * 65, "central", "watch"])
+def test_script_rejects_a_bad_device_id_with_one_line(broker, bad):
+    passwd = (broker.folder / "passwd").read_bytes()
+    done = script("add-device", bad, "--dir", str(broker.folder))
+    assert done.returncode == 2
+    assert done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("aicctv-broker: ")
+    assert (broker.folder / "passwd").read_bytes() == passwd
+
+
+def test_script_usage_errors_and_help():
+    assert script("--help").returncode == 0 and "add-device" in script("--help").stdout
+    for args in (
+        [],
+        ["frobnicate"],
+        ["add-device"],
+        ["add-device", "a", "b"],
+        ["add-user", "admin"],
+        ["init-ca", "--dir"],
+        ["add-device", "a", "--hostname", "h"],
+        ["init-ca", "--bogus"],
+    ):
+        done = script(*args)
+        assert done.returncode == 2, args
+        assert len(done.stderr.splitlines()) == 1, (args, done.stderr)
+
+
+def test_rerunning_the_script_changes_no_key_or_password(broker):
+    files = ["ca.key", "ca.crt", "server.key", "server.crt", f"devices/{A}.password", "users/central.password"]
+
+    def digests() -> dict[str, str]:
+        return {name: hashlib.sha256((broker.folder / name).read_bytes()).hexdigest() for name in files}
+
+    before = digests()
+    again = script("init-ca", "--hostname", "127.0.0.1", "--hostname", "localhost", "--dir", str(broker.folder))
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    # Another host name does not silently replace the certificate devices already trust.
+    other = script("init-ca", "--hostname", "elsewhere.example", "--dir", str(broker.folder))
+    assert other.returncode == 0 and "delete" in other.stderr
+    assert script("add-device", A, "--dir", str(broker.folder)).returncode == 0
+    assert script("add-user", "central", "--dir", str(broker.folder)).returncode == 0
+    assert digests() == before
+    # Secrets are for root only.
+    for name in ("ca.key", f"devices/{A}.password", "users/central.password", "passwd"):
+        assert (broker.folder / name).stat().st_mode & 0o077 == 0, name
+    # A connected device still works with its (kept) password.
+    Client(broker, A).connected().close()

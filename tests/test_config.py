@@ -1,0 +1,100 @@
+import pytest
+
+from edge.config import ConfigError, EdgeConfig, load, render
+
+
+def test_defaults_are_valid():
+    config = load(EdgeConfig, environ={})
+    assert config.mqtt.broker == "mqtt://localhost:1883" and config.vision.threads == 1 and config.device.id
+
+
+def test_precedence_file_then_environment_then_flags(tmp_path):
+    path = tmp_path / "edge.toml"
+    path.write_text('[device]\nid = "file"\n[vision]\nthreads = 2\ntiles = false\n[mqtt]\nprefix = "site"\n')
+    env = {"AICCTV_VISION_THREADS": "3", "AICCTV_DEVICE_ID": "env"}
+    config = load(EdgeConfig, path, {"device.id": "flag", "vision.score": None}, environ=env)
+    assert (config.device.id, config.vision.threads, config.vision.tiles, config.mqtt.prefix) == (
+        "flag",
+        3,
+        False,
+        "site",
+    )
+    assert config.vision.score is None
+
+
+def test_rendered_config_loads_back(tmp_path):
+    config = load(EdgeConfig, overrides={"vision.score": "0.6", "hourly.grace_s": 5}, environ={})
+    path = tmp_path / "out.toml"
+    path.write_text(render(config))
+    assert load(EdgeConfig, path, environ={}) == config
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "message"),
+    [
+        ("[vison]\nthreads = 2\n", {}, "unknown section 'vison'"),
+        ("[vision]\nthread = 2\n", {}, "did you mean 'threads'?"),
+        ("[vision]\nthreads = 'two'\n", {}, "vision.threads = 'two'"),
+        ("[vision]\nthreads = 0\n", {}, "vision.threads = 0: must be between 1 and 64"),
+        ("[vision]\ntiles = 1\n", {}, "expected bool"),
+        ("[device]\nid = 'a/b'\n", {}, "device.id"),
+        ("[mqtt]\nbroker = 'localhost'\n", {}, "mqtt.broker"),
+        ("[mqtt\n", {}, "not valid TOML"),
+        ("", {"AICCTV_VISION_TILES": "maybe"}, "environment AICCTV_VISION_TILES"),
+        ("", {"AICCTV_MQTT_VERSION": "3"}, "mqtt.version = 3: must be one of 4, 5"),
+    ],
+)
+def test_bad_settings_fail_with_one_precise_line(tmp_path, toml, env, message):
+    path = tmp_path / "edge.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=None) as error:
+        load(EdgeConfig, path, environ=env)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_missing_file_says_how_to_fix(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load(EdgeConfig, tmp_path / "nope.toml", environ={})
+
+
+def test_environment_booleans_and_unset_optionals():
+    config = load(EdgeConfig, environ={"AICCTV_VISION_TILES": "off", "AICCTV_VISION_SCORE": "none"})
+    assert config.vision.tiles is False and config.vision.score is None
+
+
+def test_the_shipped_example_file_documents_the_defaults():
+    from pathlib import Path
+
+    example = Path(__file__).parent.parent / "deploy" / "edge.toml"
+    assert load(EdgeConfig, example, environ={}) == load(EdgeConfig, environ={})
+
+
+def test_credentials_from_a_password_file(tmp_path):
+    secret = tmp_path / "mqtt-password"
+    secret.write_text("s3cret\n")
+    overrides = {"mqtt.broker": "mqtts://broker.example", "mqtt.username": "shop-1", "mqtt.password_file": str(secret)}
+    url = load(EdgeConfig, overrides=overrides, environ={}).mqtt.broker_url()
+    assert (url.username, url.password, url.tls, url.port) == ("shop-1", "s3cret", True, 8883)
+    with pytest.raises(ConfigError, match=r"without mqtt\.username"):
+        load(EdgeConfig, overrides={"mqtt.password_file": str(secret)}, environ={})
+    with pytest.raises(ConfigError, match="no such file"):
+        load(EdgeConfig, overrides={"mqtt.username": "a", "mqtt.password_file": str(tmp_path / "nope")}, environ={})
+
+
+def test_config_check_lists_every_problem(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "edge.toml"
+    bad.write_text('[device]\nid = "bad id"\n[vision]\nthreads = 0\nthread = 1\n[mqtt]\nbroker = "localhost"\n')
+    run = [sys.executable, "-m", "edge.cli", "config", "check", "--ignore-env"]
+    done = subprocess.run([*run, str(bad)], capture_output=True, text=True)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert lines[0].endswith("4 problem(s) in this edge configuration:")
+    keys = {line.split()[1].rstrip(":") for line in lines[1:]}
+    assert keys == {"unknown", "device.id", "mqtt.broker", "vision.threads"}
+    central = tmp_path / "central.toml"
+    central.write_text('[storage]\ndb = "x.db"\n[resync]\ncheck_interval_s = 30\n')
+    done = subprocess.run([*run, str(central), "--show"], capture_output=True, text=True)
+    assert done.returncode == 0 and "a valid central configuration" in done.stdout and 'db = "x.db"' in done.stdout

@@ -1,0 +1,240 @@
+"""The deployment kit: systemd units, deploy/install.sh, deploy/provision, first-boot files.
+
+Everything runs against a temporary root (`--root`): no user is added to this machine, nothing
+is started. The wheel and its dependencies are fetched once into .cache/deploy-wheelhouse, so
+a re-run installs offline (`--wheelhouse`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edge.models import DETECTOR_FILES
+
+REPO = Path(__file__).resolve().parent.parent
+INSTALL = REPO / "deploy" / "install.sh"
+PROVISION = REPO / "deploy" / "provision"
+FIRSTBOOT = REPO / "deploy" / "firstboot"
+UNITS = ("aicctv-edge.service", "aicctv-central.service")
+WHEELHOUSE = REPO / ".cache" / "deploy-wheelhouse"
+ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
+
+
+def run(*command: str | Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(c) for c in command], capture_output=True, text=True, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{command} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every path under root: mode, owner, group and sha256 (files) or target (links)."""
+    state = {}
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            what = os.readlink(path)
+        elif stat.S_ISREG(info.st_mode):
+            what = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            what = "dir"
+        state[str(path.relative_to(root))] = (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid, what)
+    return state
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    env = dict(os.environ, SOURCE_DATE_EPOCH="315532800")
+    run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", out, REPO, env=env)
+    (built,) = out.glob("aicctv-*.whl")
+    # The dependencies' wheels, downloaded once and kept: later runs install offline.
+    WHEELHOUSE.mkdir(parents=True, exist_ok=True)
+    run(sys.executable, "-m", "pip", "download", "--quiet", "--dest", WHEELHOUSE, built)
+    return built
+
+
+@pytest.fixture(scope="module")
+def installed(wheel, tmp_path_factory) -> dict:
+    """One edge install into a fresh root, then the same command again."""
+    root = tmp_path_factory.mktemp("root")
+    command = [
+        INSTALL, "--root", root, "--no-start", "--wheel", wheel, "--wheelhouse", WHEELHOUSE,
+        "--models-from", REPO / "models" / "tflite",
+        "--device-id", "shop-7", "--broker", "mqtt://central.example:1883", "--source", "/dev/video0",
+    ]  # fmt: skip
+    first = run(*command)
+    before = snapshot(root)
+    second = run(*command)
+    return {"root": root, "first": first.stdout, "second": second.stdout, "before": before, "after": snapshot(root)}
+
+
+def test_install_prints_one_line_per_step(installed):
+    steps = [line.split(":")[0] for line in installed["first"].splitlines()]
+    assert steps == ["user", "venv", "package", "models", "config", "commands", "unit"], installed["first"]
+    assert "created" in installed["first"] and "already installed" in installed["second"]
+
+
+def test_install_lays_out_a_device(installed):
+    root = installed["root"]
+    assert "aicctv:x:" in (root / "etc/passwd").read_text()
+    group = (root / "etc/group").read_text()
+    assert re.search(r"^video:x:\d+:.*\baicctv\b", group, re.M), group
+    unit = root / "etc/systemd/system/aicctv-edge.service"
+    assert unit.read_bytes() == (REPO / "systemd/aicctv-edge.service").read_bytes()
+    wants = root / "etc/systemd/system/multi-user.target.wants/aicctv-edge.service"
+    assert os.readlink(wants) == "/etc/systemd/system/aicctv-edge.service"
+
+    config = root / "etc/aicctv/edge.toml"
+    settings = tomllib.loads(config.read_text())
+    assert settings["device"]["id"] == "shop-7"
+    assert settings["source"]["spec"] == "/dev/video0"
+    assert settings["mqtt"]["broker"] == "mqtt://central.example:1883"
+    assert settings["vision"] == tomllib.loads((REPO / "deploy/edge.toml").read_text())["vision"]
+    assert stat.S_IMODE(config.stat().st_mode) == 0o640
+    assert stat.S_IMODE((root / "etc/aicctv/credentials").stat().st_mode) == 0o700
+
+    models = root / "opt/aicctv/models"
+    for name, digest in DETECTOR_FILES.items():
+        assert hashlib.sha256((models / name).read_bytes()).hexdigest() == digest
+        assert stat.S_IMODE((models / name).stat().st_mode) == 0o644  # the service user reads them
+    shipped = REPO / "models/tflite/age_gender_int8.tflite"
+    assert (models / "age_gender_int8.tflite").read_bytes() == shipped.read_bytes()
+
+    # The installed entry point runs from the venv, and validates the installed configuration.
+    env = dict(os.environ, AICCTV_MODELS_DIR=str(models))
+    aicctv = root / "opt/aicctv/venv/bin/aicctv"
+    assert "edge" in run(aicctv, "--help", env=env, cwd="/").stdout
+    assert "valid edge configuration" in run(aicctv, "config", "check", config, env=env, cwd="/").stdout
+    assert (root / "usr/local/sbin/aicctv-provision").read_bytes() == PROVISION.read_bytes()
+    assert "exec /opt/aicctv/venv/bin/aicctv" in (root / "usr/local/bin/aicctv").read_text()
+
+
+def test_install_twice_changes_nothing(installed):
+    before, after = installed["before"], installed["after"]
+    assert before.keys() == after.keys()
+    changed = [path for path in before if before[path] != after[path]]
+    assert not changed, changed[:20]
+    assert any(path.startswith("opt/aicctv/venv/") for path in before)  # the venv is compared too
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_systemd_analyze_verify(installed, unit, tmp_path):
+    # verify needs ExecStart's binary: point it at the venv the install made in its root.
+    venv = installed["root"] / "opt/aicctv/venv"
+    text = (REPO / "systemd" / unit).read_text().replace("/opt/aicctv/venv", str(venv))
+    (tmp_path / unit).write_text(text)
+    result = run(ANALYZE, "verify", "--man=no", tmp_path / unit, check=False)
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+
+
+@pytest.mark.parametrize(("unit", "ceiling"), [("aicctv-edge.service", 3.0), ("aicctv-central.service", 3.0)])
+def test_systemd_security_exposure(unit, ceiling):
+    result = run(ANALYZE, "security", "--offline=true", "--no-pager", REPO / "systemd" / unit, check=False)
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    print(f"{unit}: exposure {match.group(1)}")
+    assert float(match.group(1)) <= ceiling
+
+
+def test_provision_writes_identity_and_credentials(tmp_path):
+    root = tmp_path / "root"
+    (root / "etc/aicctv").mkdir(parents=True)
+    shutil.copy(REPO / "deploy/edge.toml", root / "etc/aicctv/edge.toml")
+    (tmp_path / "pw").write_text("s3cret pass\n")
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n")
+    command = [
+        PROVISION, "--root", root, "--device-id", "shop-1", "--broker", "mqtts://central.example:8883",
+        "--username", "shop-1", "--password-file", tmp_path / "pw", "--ca-file", ca,
+    ]  # fmt: skip
+    first = run(*command).stdout
+    assert "installed" in first and "updated" in first
+    before = snapshot(root)
+    second = run(*command).stdout
+    assert "installed" not in second and "updated" not in second, second
+    assert snapshot(root) == before
+
+    settings = tomllib.loads((root / "etc/aicctv/edge.toml").read_text())
+    assert settings["device"]["id"] == "shop-1"
+    assert settings["mqtt"]["broker"] == "mqtts://central.example:8883"
+    assert settings["mqtt"]["username"] == "shop-1"
+    assert settings["mqtt"]["ca_file"] == "/etc/aicctv/ca.crt"
+    assert settings["mqtt"]["keepalive_s"] == 30  # the rest is kept
+    password = root / "etc/aicctv/credentials/mqtt-password"
+    assert password.read_text() == "s3cret pass\n"
+    assert stat.S_IMODE(password.stat().st_mode) == 0o600 and password.stat().st_uid == 0
+    assert stat.S_IMODE(password.parent.stat().st_mode) == 0o700
+    assert (root / "etc/aicctv/ca.crt").read_bytes() == ca.read_bytes()
+    # Comments and the documented layout survive.
+    assert (root / "etc/aicctv/edge.toml").read_text().count("\n#") == (REPO / "deploy/edge.toml").read_text().count(
+        "\n#"
+    )
+
+    # A new broker later: only that line changes.
+    run(PROVISION, "--root", root, "--broker", "mqtts://other.example:8883")
+    assert tomllib.loads((root / "etc/aicctv/edge.toml").read_text())["mqtt"]["broker"] == "mqtts://other.example:8883"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--device-id", "bad id"],
+        ["--username", "u"],  # no password
+        ["--broker", "http://x"],
+        [],
+    ],
+)
+def test_provision_usage_errors(tmp_path, args):
+    result = run(PROVISION, "--root", tmp_path, *args, check=False)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_scripts_have_help_and_parse():
+    for script in (INSTALL, FIRSTBOOT / "setup.sh", FIRSTBOOT / "firstrun.sh"):
+        run("bash", "-n", script)
+    for script in (INSTALL, PROVISION, FIRSTBOOT / "render", FIRSTBOOT / "setup.sh", FIRSTBOOT / "firstrun.sh"):
+        assert run(script, "--help").stdout.strip(), script
+    bad = run(INSTALL, "--role", "toaster", check=False)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    assert run(INSTALL, "--frobnicate", check=False).returncode == 2
+
+
+def test_render_user_data_is_valid_cloud_config(tmp_path):
+    (tmp_path / "pw").write_text("pa:ss word\n")
+    (tmp_path / "key.pub").write_text("ssh-ed25519 AAAAC3Nza admin@laptop\n")
+    ca = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----"
+    (tmp_path / "ca.crt").write_text(ca + "\n")
+    out = tmp_path / "user-data"
+    run(
+        FIRSTBOOT / "render", "--device-id", "shop-3", "--broker", "mqtts://central.example:8883",
+        "--username", "shop-3", "--password-file", tmp_path / "pw", "--ca-file", tmp_path / "ca.crt",
+        "--ssh-key-file", tmp_path / "key.pub", "--repo-url", "https://git.example/aicctv.git", "--out", out,
+    )  # fmt: skip
+    text = out.read_text()
+    assert text.startswith("#cloud-config\n")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    data = yaml.safe_load(text)
+    assert data["hostname"] == "shop-3"
+    files = {f["path"]: f["content"] for f in data["write_files"]}
+    assert files["/etc/aicctv/firstboot/mqtt-password"] == "pa:ss word\n"
+    assert files["/etc/aicctv/firstboot/ca.crt"] == ca + "\n"
+    assert "DEVICE_ID=shop-3\n" in files["/etc/aicctv/firstboot/settings"]
+    assert data["users"][0]["ssh_authorized_keys"] == ["ssh-ed25519 AAAAC3Nza admin@laptop"]
+
+    script = tmp_path / "firstrun.sh"
+    run(FIRSTBOOT / "render", "--template", "firstrun.sh", "--device-id", "shop-3", "--broker", "mqtt://c:1883",
+        "--out", script)  # fmt: skip
+    run("bash", "-n", script)
+    assert not re.search(r"^[^#]*@[A-Z_]+@", script.read_text(), re.M)
