@@ -145,7 +145,7 @@ def frontal_quality(keypoints: np.ndarray, box: np.ndarray, width: int, height: 
     left = np.linalg.norm(keypoints[NOSE_TIP] - keypoints[LEFT_EYE])
     symmetry = 1.0 - abs(right - left) / max(right + left, 1e-6)
     at_edge = box[0] <= 1 or box[1] <= 1 or box[2] >= width - 1 or box[3] >= height - 1
-    return float(box[2] - box[0]) * symmetry * (0.5 if at_edge else 1.0)
+    return float((box[2] - box[0]) * symmetry * (0.5 if at_edge else 1.0))
 
 
 @dataclass
@@ -160,6 +160,41 @@ class _TrackSamples:
             return None, None
         best = sorted(self.samples, key=lambda s: -s[0])[:keep]
         return float(np.mean([s[1].p_female for s in best])), float(np.mean([s[1].age for s in best]))
+
+
+@dataclass
+class Tracking:
+    """What `Analyzer.track` carries from frame to frame: the tracker and each track's
+    classification samples. It round-trips through JSON exactly (`snapshot`, `restore`), so a
+    replay stopped or killed mid-visit resumes with the people in view instead of losing them."""
+
+    tracker: Tracker
+    samples: defaultdict[int, _TrackSamples] = field(default_factory=lambda: defaultdict(_TrackSamples))
+
+    def snapshot(self) -> dict:
+        return {
+            "tracker": self.tracker.snapshot(),
+            "samples": {
+                str(track_id): {
+                    "since_sample": state.since_sample,
+                    "attempts": state.attempts,
+                    "best_quality": state.best_quality,
+                    "samples": [[quality, est.p_female, est.age] for quality, est in state.samples],
+                }
+                for track_id, state in self.samples.items()
+            },
+        }
+
+    def restore(self, snapshot: dict) -> None:
+        self.tracker.restore(snapshot["tracker"])
+        self.samples.clear()
+        for track_id, state in snapshot["samples"].items():
+            self.samples[int(track_id)] = _TrackSamples(
+                state["since_sample"],
+                state["attempts"],
+                state["best_quality"],
+                [(quality, AgeGender(p_female, age)) for quality, p_female, age in state["samples"]],
+            )
 
 
 class Analyzer:
@@ -201,12 +236,19 @@ class Analyzer:
             for box, score, kps in zip(found.boxes, found.scores, found.keypoints, strict=True)
         ]
 
-    def track(self, frames: Iterable[Frame]) -> Iterator[FrameResult]:
+    def tracking(self) -> Tracking:
+        """A fresh tracking state for `track`, with this analyzer's tracker settings."""
+        return Tracking(Tracker(min_hits=self.config.min_hits, forget_after_s=self.config.forget_after_s))
+
+    def track(self, frames: Iterable[Frame], tracking: Tracking | None = None) -> Iterator[FrameResult]:
         """Follow people through a stream of frames; the last result carries every visitor still in
-        view as ended. Stage times accumulate in `self.times` (decode = waiting on `frames`)."""
-        c = self.config
-        tracker = Tracker(min_hits=c.min_hits, forget_after_s=c.forget_after_s)
-        samples: dict[int, _TrackSamples] = defaultdict(_TrackSamples)
+        view as ended. Stage times accumulate in `self.times` (decode = waiting on `frames`).
+
+        `tracking` (from `tracking()`, possibly restored) continues an earlier run; it is updated
+        in place, so after each result it holds the state at that result's frame. Closing the
+        generator early leaves the people in view in it rather than ending them."""
+        tracking = tracking or self.tracking()
+        tracker, samples = tracking.tracker, tracking.samples
         iterator = iter(frames)
         while True:
             with self.times.stage("decode"):

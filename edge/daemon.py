@@ -5,8 +5,11 @@ thread and hands acknowledgements and commands back through queues (see uplink.p
 
 Crash safety: every ended visitor is written together with the tally's state in one transaction,
 and the state is also checkpointed every few seconds, so after a `kill -9` the daemon resumes from
-its last checkpoint: a replayed file skips the frames already accounted for, closed hours are
-never recounted, and undelivered records go out on reconnection.
+its last checkpoint: closed hours are never recounted, and undelivered records go out on
+reconnection. A replayed file also checkpoints its tracking state (the people in view and their
+estimates) and skips the frames already accounted for, so a killed replay ends with the same log
+as an uninterrupted one. A live camera starts tracking afresh: its frames from the time the daemon
+was down are gone, and a person still in view is counted once, by the new run.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from edge.uplink import Uplink
 log = logging.getLogger("aicctv.edge")
 
 TALLY_STATE = "tally"
+TRACKING_STATE = "tracking"
 CHECKPOINT_EVERY_S = 5.0
 STATUS_EVERY_S = 5.0
 PRUNE_EVERY_S = 86400.0
@@ -79,6 +83,11 @@ class EdgeDaemon:
             self.tally.restore(snapshot)
         self.uplink = Uplink(config.mqtt, self.device)
         self.analyzer = Analyzer(analyzer_config(config))
+        self.tracking = self.analyzer.tracking()
+        tracking = self.store.load_state(TRACKING_STATE) if self.replay else None
+        # Saved with the tally in one transaction; the frame check skips another device's state.
+        if tracking and tracking["tracker"]["last_time"] == self.tally.last_frame:
+            self.tracking.restore(tracking)
         self.summary = RunSummary()
         self.notifier = Notifier()
         self.stopping = False
@@ -89,7 +98,8 @@ class EdgeDaemon:
         self._next_prune = 0.0
 
     def stop(self) -> None:
-        """Finish the current frame, record visitors in view, checkpoint and exit (signal-safe)."""
+        """Finish the current frame, checkpoint and exit (signal-safe). A live source counts the
+        people in view as visitors; a replay keeps them in its tracking state for the next run."""
         self.stopping = True
 
     def run(self) -> RunSummary:
@@ -162,8 +172,8 @@ class EdgeDaemon:
         replay resumes where its last checkpoint left off) and frames that are not images."""
         resume_after = self.tally.last_frame if self.replay else None
         for frame in source:
-            if self.stopping:
-                return
+            if self.stopping and not self.replay:
+                return  # ends the analyzer's tracks: the people in view are counted (see stop())
             if resume_after is not None and frame.timestamp <= resume_after:
                 continue
             image = frame.image
@@ -175,8 +185,12 @@ class EdgeDaemon:
             yield frame
 
     def _process(self, source: FrameSource) -> None:
-        for result in self.analyzer.track(self._frames(source)):
+        results = self.analyzer.track(self._frames(source), self.tracking)
+        for result in results:
             self._account(result)
+            if self.stopping and self.replay:
+                results.close()  # the people in view stay in the checkpointed tracking state
+                return
 
     def _account(self, result: FrameResult) -> None:
         if result.frame is not None:
@@ -222,6 +236,8 @@ class EdgeDaemon:
 
     def _save_state(self) -> None:
         self.store.save_state(TALLY_STATE, self.tally.snapshot())
+        if self.replay:
+            self.store.save_state(TRACKING_STATE, self.tracking.snapshot())
         self._last_checkpoint = time.monotonic()
 
     def _checkpoint(self) -> None:

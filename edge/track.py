@@ -109,6 +109,12 @@ class KalmanBox:
     def box(self) -> np.ndarray:
         return _to_box(self.x)
 
+    @classmethod
+    def from_state(cls, x: list[float], P: list[list[float]]) -> KalmanBox:
+        kalman = cls.__new__(cls)
+        kalman.x, kalman.P = np.array(x, np.float64), np.array(P, np.float64)
+        return kalman
+
 
 @dataclass(eq=False)
 class Track:
@@ -267,6 +273,43 @@ class Tracker:
         self.visitors += 1
         track.id = self.visitors
         return []
+
+    def snapshot(self) -> dict:
+        """The tracker's state as JSON-ready data; floats survive JSON exactly, so a tracker
+        restored from it continues as if never stopped."""
+        return {
+            "visitors": self.visitors,
+            "last_time": self.last_time,
+            "tracks": [
+                {
+                    "box": t.box.tolist(),
+                    "first_seen": t.first_seen,
+                    "last_seen": t.last_seen,
+                    "x": t.kalman.x.tolist(),
+                    "P": t.kalman.P.tolist(),
+                    "feature": t.feature.tolist(),
+                    "id": t.id,
+                    "hits": t.hits,
+                }
+                for t in self.tracks
+            ],
+        }
+
+    def restore(self, snapshot: dict) -> None:
+        self.visitors = snapshot["visitors"]
+        self.last_time = snapshot["last_time"]
+        self.tracks = [
+            Track(
+                box=np.array(t["box"], np.float32),
+                first_seen=t["first_seen"],
+                last_seen=t["last_seen"],
+                kalman=KalmanBox.from_state(t["x"], t["P"]),
+                feature=np.array(t["feature"], np.float32),
+                id=t["id"],
+                hits=t["hits"],
+            )
+            for t in snapshot["tracks"]
+        ]
 
     def finish(self) -> list[Track]:
         ended = [t for t in self.tracks if t.confirmed]

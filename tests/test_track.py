@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 
 from edge.track import Tracker
@@ -7,12 +9,20 @@ def box(cx: float, cy: float, size: float = 60) -> list[float]:
     return [cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2]
 
 
-def run(tracker: Tracker, frames: list[list[list[float]]], fps: float = 25) -> tuple[list[np.ndarray], list]:
+def feed(
+    tracker: Tracker, frames: list[list[list[float]]], fps: float = 25, start: int = 0
+) -> tuple[list[np.ndarray], list]:
+    """Frames `start`, `start + 1`, ... at `fps`: each frame's ids and the tracks that ended."""
     ids, ended = [], []
-    for i, boxes in enumerate(frames):
+    for i, boxes in enumerate(frames, start=start):
         frame_ids, frame_ended = tracker.update(np.array(boxes, np.float32).reshape(-1, 4), i / fps)
         ids.append(frame_ids)
         ended += frame_ended
+    return ids, ended
+
+
+def run(tracker: Tracker, frames: list[list[list[float]]], fps: float = 25) -> tuple[list[np.ndarray], list]:
+    ids, ended = feed(tracker, frames, fps)
     return ids, ended + tracker.finish()
 
 
@@ -94,3 +104,22 @@ def test_appearance_of_a_face_box(faces):
     assert a.shape == (128,) and abs(a.sum() - 1) < 1e-5
     assert similarity(a[None], b[None])[0, 0] > 0.95  # mirror image: same colours
     assert similarity(a[None], appearance(faces[5], whole)[None])[0, 0] < 1.0
+
+
+def test_a_restored_snapshot_continues_exactly():
+    # Two crossing people, one of them briefly hidden: stop mid-crossing, go through JSON, go on.
+    frames = [[box(50 + 10 * i, 200), *([] if 18 <= i < 22 else [box(550 - 10 * i, 215)])] for i in range(50)]
+    whole_ids, whole_ended = run(Tracker(), frames)
+
+    first = Tracker()
+    ids, ended = feed(first, frames[:20])
+    second = Tracker()
+    second.restore(json.loads(json.dumps(first.snapshot())))
+    more_ids, more_ended = feed(second, frames[20:], start=20)
+    ids, ended = ids + more_ids, ended + more_ended + second.finish()
+
+    assert [list(i) for i in ids] == [list(i) for i in whole_ids]
+    assert [(t.id, t.first_seen, t.last_seen, t.hits) for t in ended] == [
+        (t.id, t.first_seen, t.last_seen, t.hits) for t in whole_ended
+    ]
+    assert np.array_equal(ended[0].kalman.P, whole_ended[0].kalman.P)
