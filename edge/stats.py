@@ -129,8 +129,9 @@ def hours_between(first: str, last: str) -> int:
 
 
 def _coverage_cell(coverage: float) -> str:
-    # Floor, so that only a complete hour ever shows 100%.
-    percent = f"{int(coverage * 100)}%"
+    # Floor, so that only a complete hour ever shows 100%; but a few seconds of footage (a short
+    # replay) is not nothing, so it shows as <1% rather than 0%.
+    percent = "<1%" if 0 < coverage < 0.01 else f"{int(coverage * 100)}%"
     return percent + (PARTIAL_MARK if coverage < 1 else " ")
 
 

@@ -174,3 +174,11 @@ def test_reads_the_central_log_in_postgresql(postgres_url):
         for r in RECORDS:
             conn.execute("INSERT INTO hourly VALUES (%s, %s, %s)", (r.device, r.hour, encode(r).decode()))
     assert read_hourly(postgres_url, device="shop-1") == RECORDS[:3]
+
+
+def test_a_few_seconds_of_an_hour_show_as_under_one_percent_not_zero():
+    text = device_table(
+        [record("2026-01-05T09:00:00Z", coverage=12 / 3600), record("2026-01-05T10:00:00Z", coverage=0.0)]
+    )
+    rows = [line.split()[3] for line in text.splitlines() if line.startswith("2026")]
+    assert rows == ["<1%*", "0%*"]
