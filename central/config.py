@@ -54,6 +54,9 @@ class CentralStorageSection:
 class ResyncSection:
     check_interval_s: float = 60.0
     min_interval_s: float = 300.0
+    # How late past the next hour's due time (an hour after the last record) a running device's
+    # record is taken as lost: more than an edge's hourly.grace_s plus its delivery retries.
+    overdue_after_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class CentralConfig:
             lambda: check_within(s.batch_interval_s, 0.0, 10.0, "storage.batch_interval_s"),
             lambda: check_within(r.check_interval_s, 0.01, 86400, "resync.check_interval_s"),
             lambda: check_within(r.min_interval_s, 0.0, 7 * 86400, "resync.min_interval_s"),
+            lambda: check_within(r.overdue_after_s, 0.0, 7 * 86400, "resync.overdue_after_s"),
         ]
 
     @property

@@ -29,6 +29,8 @@ from edge.contract import HourlyRecord, LiveCounts, encode, hour_start, parse_ho
 from edge.store import connect_durable, decode_record, hourly_query, transaction
 
 HOUR_S = 3600
+# A device whose live counts arrived this recently is running (edges send them every second).
+RUNNING_WITHIN_S = 120.0
 # One text for both databases: SQLite takes PostgreSQL's type names with the right affinities.
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS hourly (
@@ -104,7 +106,7 @@ class CentralStore(Protocol):
 
     def counters(self) -> dict[str, int]: ...
 
-    def gaps(self) -> dict[str, tuple[str, str]]: ...
+    def held_hours(self) -> dict[str, HeldHours]: ...
 
     def close(self) -> None: ...
 
@@ -114,6 +116,28 @@ def open_store(db: str | Path) -> CentralStore:
     if str(db).startswith(POSTGRES_SCHEMES):
         return PostgresStore(str(db))
     return SQLiteStore(db)
+
+
+@dataclass(frozen=True)
+class HeldHours:
+    """What the central log holds of one device's hours, for finding the ones it lacks."""
+
+    missing: tuple[str, str] | None  # first and last hour missing between its first and latest
+    latest: str  # its latest stored hour
+    hourly_arrived: float  # when its last hourly record was stored (central's clock)
+    live_arrived: float | None  # when its last live counts were stored; None if never
+
+    def overdue(self, now: float, after_s: float) -> tuple[str, str] | None:
+        """The hours after `latest` that the device should have published by `now`: it is running
+        (live counts within RUNNING_WITHIN_S), and its last hourly record came more than an hour
+        plus `after_s` ago. Edges publish every hour, idle or not, so those hours were lost."""
+        if self.live_arrived is None or now - self.live_arrived > RUNNING_WITHIN_S:
+            return None
+        due = int((now - self.hourly_arrived - after_s) // HOUR_S)
+        if due < 1:
+            return None
+        first = parse_hour(self.latest) + HOUR_S
+        return hour_start(first), hour_start(first + (due - 1) * HOUR_S)
 
 
 def missing_span(hours: Sequence[str]) -> tuple[str, str] | None:
@@ -186,22 +210,22 @@ class _SQLStore(ABC):
     def counters(self) -> dict[str, int]:
         return dict(self._read("SELECT name, value FROM counters"))
 
-    def gaps(self) -> dict[str, tuple[str, str]]:
-        """For each device not known to be offline, the first and last hour missing between its
-        first and latest stored hour. Counting first keeps the common case (no gap) cheap."""
-        spans = self._read(
-            "SELECT h.device, min(h.hour), max(h.hour), count(*) FROM hourly h"
-            " LEFT JOIN devices d ON d.device = h.device"
+    def held_hours(self) -> dict[str, HeldHours]:
+        """Each device not known to be offline, with what the log holds of its hours. Counting
+        first keeps the common case (no hole) cheap."""
+        rows = self._read(
+            "SELECT h.device, min(h.hour), max(h.hour), count(*), max(h.received), max(l.received) FROM hourly h"
+            " LEFT JOIN devices d ON d.device = h.device LEFT JOIN live l ON l.device = h.device"
             " WHERE d.status IS NULL OR d.status <> 'offline' GROUP BY h.device"
         )
-        gaps = {}
-        for device, first, last, count in spans:
-            if (parse_hour(last) - parse_hour(first)) // HOUR_S + 1 > count:
+        held = {}
+        for device, first, latest, count, hourly_arrived, live_arrived in rows:
+            missing = None
+            if (parse_hour(latest) - parse_hour(first)) // HOUR_S + 1 > count:
                 hours = [h for (h,) in self._read("SELECT hour FROM hourly WHERE device = ? ORDER BY hour", [device])]
-                span = missing_span(hours)
-                if span:
-                    gaps[device] = span
-        return gaps
+                missing = missing_span(hours)
+            held[device] = HeldHours(missing, latest, hourly_arrived, live_arrived)
+        return held
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         with self._failures():

@@ -122,6 +122,7 @@ class Subscriber:
         self._session = 0
         self._session_present = False
         self._last_resync: dict[str, float] = {}
+        self._asked_after: dict[str, str] = {}
         self._store: CentralStore | None = None
         self.notifier = Notifier()
         shared = f"$share/{m.shared_group}/" if config.shared else ""
@@ -275,23 +276,32 @@ class Subscriber:
         return None
 
     def _check_gaps(self) -> None:
-        """Ask each device with a hole in its stored hours to republish them, at most once per
-        resync.min_interval_s per device (edges fill idle hours, so a hole is a lost message)."""
+        """Ask devices to republish the hours the log lacks (edges publish every hour, idle or
+        not, so a lacking hour is a lost message): holes between stored hours, at most once per
+        resync.min_interval_s per device; and hours overdue after the latest, once per latest hour
+        (a finished replay has no later hours: asking again would only repeat the silence)."""
         if self._store is None or not self.connection.connected.is_set():
             return
         try:
-            gaps = self._store.gaps()
+            held_hours = self._store.held_hours()
         except StoreError as exc:
             log.error("gap check failed: %s", exc)
             return
-        now = time.monotonic()
-        for device, (since, until) in sorted(gaps.items()):
-            if now - self._last_resync.get(device, -float("inf")) < self.config.resync.min_interval_s:
-                continue
-            self._last_resync[device] = now
-            request = ResyncRequest(since, until)
-            self.connection.client.publish(topic(self.config.mqtt.prefix, device, "cmd/resync"), encode(request), qos=1)
-            log.info("device %s is missing hours %s .. %s: resync requested", device, since, until)
+        r = self.config.resync
+        now, tick = time.time(), time.monotonic()
+        for device, held in sorted(held_hours.items()):
+            if held.missing and tick - self._last_resync.get(device, -float("inf")) >= r.min_interval_s:
+                self._last_resync[device] = tick
+                self._request_resync(device, held.missing, "is missing")
+            overdue = held.overdue(now, r.overdue_after_s)
+            if overdue and self._asked_after.get(device) != held.latest:
+                self._asked_after[device] = held.latest
+                self._request_resync(device, overdue, "is running but has not delivered")
+
+    def _request_resync(self, device: str, hours: tuple[str, str], why: str) -> None:
+        request = ResyncRequest(*hours)
+        self.connection.client.publish(topic(self.config.mqtt.prefix, device, "cmd/resync"), encode(request), qos=1)
+        log.info("device %s %s hours %s .. %s: resync requested", device, why, *hours)
 
     def _log_stats(self, before: Totals, seconds: float) -> None:
         t = self.totals

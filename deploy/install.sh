@@ -298,6 +298,7 @@ db = "aicctv-central.db"           # overridden by the unit's AICCTV_STORAGE_DB
 [resync]
 check_interval_s = 60.0
 min_interval_s = 300.0
+overdue_after_s = 600.0
 EOF
 }
 config_flags=()

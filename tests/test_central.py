@@ -5,19 +5,20 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from central.config import CentralConfig
-from central.store import Batch, open_store
+from central.store import Batch, HeldHours, open_store
 from central.subscriber import Subscriber
 from edge.cli import main
 from edge.config import ConfigError, load
@@ -258,6 +259,68 @@ def test_a_missing_hour_is_requested_again(broker, tmp_path):
         ("aicctv/cam-1/cmd/resync", ResyncRequest(hour(2), hour(5))),
         ("aicctv/cam-3/cmd/resync", ResyncRequest(hour(2), hour(5))),
     ]
+
+
+def test_hours_overdue_from_a_running_device():
+    last = 1_000_000.0  # when the device's latest hour, hour(2), arrived
+    held = HeldHours(None, hour(2), hourly_arrived=last, live_arrived=None)
+
+    def overdue(now: float, live_age: float | None = 1.0) -> tuple[str, str] | None:
+        live = None if live_age is None else now - live_age
+        return replace(held, live_arrived=live).overdue(now, after_s=600)
+
+    assert overdue(last + 3600 + 599) is None  # the next hour may still be on its way
+    assert overdue(last + 3600 + 601) == (hour(3), hour(3))
+    assert overdue(last + 3 * 3600 + 601) == (hour(3), hour(5))
+    assert overdue(last + 3 * 3600 + 601, live_age=None) is None  # never seen running
+    assert overdue(last + 3 * 3600 + 601, live_age=600) is None  # not running now: nothing due
+
+
+def test_held_hours_of_devices_not_offline(db):
+    store = open_store(db)
+    try:
+        store.write(
+            Batch(
+                hourly=[record("cam-1", hour(n)) for n in (0, 1, 4)] + [record("cam-2"), record("cam-3")],
+                live=[LiveCounts("cam-1", 1.0, 0, 0)],
+                statuses={"cam-3": "offline"},
+            )
+        )
+        held = store.held_hours()
+    finally:
+        store.close()
+    assert sorted(held) == ["cam-1", "cam-2"]
+    assert (held["cam-1"].missing, held["cam-1"].latest) == ((hour(2), hour(3)), hour(4))
+    assert held["cam-1"].live_arrived == pytest.approx(held["cam-1"].hourly_arrived, abs=5)
+    assert (held["cam-2"].missing, held["cam-2"].live_arrived) == (None, None)
+
+
+def test_a_running_device_with_an_overdue_hour_is_asked_once(broker, tmp_path):
+    db = tmp_path / "central.db"
+    devices = ("cam-5", "cam-6", "cam-7")
+    store = open_store(str(db))
+    try:
+        store.write(
+            Batch(
+                hourly=[record(device, hour(n)) for device in devices for n in range(3)],
+                live=[LiveCounts(device, time.time(), 1, 0) for device in devices],
+                statuses=dict.fromkeys(devices, "online"),
+            )
+        )
+    finally:
+        store.close()
+    with sqlite3.connect(db) as conn:
+        # cam-5 and cam-6 delivered their latest hour 2 h 10 min ago; cam-6 stopped sending
+        # live counts too (switched off without its last will reaching the broker yet).
+        conn.execute("UPDATE hourly SET received = received - 7800 WHERE device IN ('cam-5', 'cam-6')")
+        conn.execute("UPDATE live SET received = received - 900 WHERE device = 'cam-6'")
+    listener = Listener(broker.url, "aicctv/+/cmd/resync").connect()
+    with running(central_config(broker.url, str(db), resync__check_interval_s=0.1)):
+        wait_until(lambda: listener.messages, what="a resync request")
+        time.sleep(0.5)  # several more checks: one request per latest hour
+    listener.disconnect()
+    requests = [(name, decode(ResyncRequest, payload)) for name, payload, _ in listener.messages]
+    assert requests == [("aicctv/cam-5/cmd/resync", ResyncRequest(hour(3), hour(4)))]
 
 
 def test_mqtt_3_1_1_and_unshared_subscriptions(tmp_path):
