@@ -39,6 +39,10 @@ STATUS_EVERY_S = 5.0
 PRUNE_EVERY_S = 86400.0
 
 
+class _ReplayStopped(Exception):
+    """Raised through the analyzer to stop a replay without ending the tracks in view."""
+
+
 @dataclass
 class RunSummary:
     frames: int = 0
@@ -172,8 +176,12 @@ class EdgeDaemon:
         replay resumes where its last checkpoint left off) and frames that are not images."""
         resume_after = self.tally.last_frame if self.replay else None
         for frame in source:
-            if self.stopping and not self.replay:
-                return  # ends the analyzer's tracks: the people in view are counted (see stop())
+            if self.stopping:
+                # Returning ends the analyzer's tracks, so the people in view are counted; raising
+                # leaves them in the tracking state for the next run (also while still skipping).
+                if self.replay:
+                    raise _ReplayStopped
+                return
             if resume_after is not None and frame.timestamp <= resume_after:
                 continue
             image = frame.image
@@ -185,12 +193,11 @@ class EdgeDaemon:
             yield frame
 
     def _process(self, source: FrameSource) -> None:
-        results = self.analyzer.track(self._frames(source), self.tracking)
-        for result in results:
-            self._account(result)
-            if self.stopping and self.replay:
-                results.close()  # the people in view stay in the checkpointed tracking state
-                return
+        try:
+            for result in self.analyzer.track(self._frames(source), self.tracking):
+                self._account(result)
+        except _ReplayStopped:
+            pass
 
     def _account(self, result: FrameResult) -> None:
         if result.frame is not None:
