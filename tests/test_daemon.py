@@ -54,9 +54,16 @@ def local_log(db: Path) -> list[HourlyRecord]:
         return store.hourly()
 
 
-def undelivered(db: Path) -> int:
+def undelivered(db: Path) -> int | None:
+    """Hourly records not yet acknowledged by the broker; None while the daemon is still creating
+    the log (the file appears before its tables)."""
+    if not db.exists():
+        return None
     with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT count(*) FROM hourly WHERE delivered = 0").fetchone()[0]
+        try:
+            return conn.execute("SELECT count(*) FROM hourly WHERE delivered = 0").fetchone()[0]
+        except sqlite3.OperationalError:
+            return None
 
 
 def latest_by_hour(payloads: list[bytes]) -> dict[str, HourlyRecord]:
@@ -99,7 +106,7 @@ def test_broker_outage_queues_then_delivers_in_order(sample_clip, broker, tmp_pa
     )
     try:
         # The whole clip is processed and both hours closed while the broker is down.
-        wait_until(lambda: db.exists() and undelivered(db) == 2 and daemon.poll() is None, 120, "two queued hours")
+        wait_until(lambda: undelivered(db) == 2 and daemon.poll() is None, 120, "two queued hours")
         time.sleep(2)  # a longer outage: backoff has grown
         broker.start()
         assert daemon.wait(120) == 0, daemon.stderr.read() if daemon.stderr else ""
