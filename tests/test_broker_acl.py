@@ -245,11 +245,15 @@ def test_device_publishes_its_own_topics_and_central_receives_them(broker):
     central.close()
 
 
-def test_device_cannot_publish_as_another_device(broker):
-    # B's own retained status: what A will try to overwrite.
+def retain_status_of_b(broker) -> None:
+    """B's own retained `online` status: what A will try to overwrite."""
     other = Client(broker, B).connected()
     assert other.publish(t(B, "status"), b"online", retain=True) in ACCEPTED
     other.close()
+
+
+def test_device_cannot_publish_as_another_device(broker):
+    retain_status_of_b(broker)
 
     central = Client(broker, "central").connected()
     central.subscribe(f"$share/aicctv-central/{DEFAULT_PREFIX}/+/hourly", f"{DEFAULT_PREFIX}/#")
@@ -359,9 +363,7 @@ def test_edge_connection_last_will_reaches_central_when_it_dies(broker):
 
 
 def test_last_will_on_another_device_topic_is_dropped(broker):
-    other = Client(broker, B).connected()
-    assert other.publish(t(B, "status"), b"online", retain=True) in ACCEPTED
-    other.close()
+    retain_status_of_b(broker)
     central = Client(broker, "central").connected()
     central.subscribe(f"{DEFAULT_PREFIX}/+/status")
     wait_until(lambda: central.received(t(B, "status"), b"online"), 10, "B's retained status")
