@@ -15,7 +15,7 @@ $(BIN)/aicctv: pyproject.toml
 	@touch $@
 
 setup: $(BIN)/aicctv
-	$(BIN)/python -m edge.fetch
+	$(BIN)/python -m edge.vision.fetch
 
 $(SAMPLE): tests/fixtures/faces bench/clipgen.py
 	$(BIN)/python -m bench.clipgen --out $(dir $@) --data tests/fixtures/faces --visitors 12 --seed 1

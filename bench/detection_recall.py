@@ -17,8 +17,8 @@ import numpy as np
 from tqdm import tqdm
 
 from conversion.data import DEFAULT_DATA, load_faces, validation_rows
-from edge.detect import FaceDetector
-from edge.detections import iou_matrix
+from edge.vision.detect import FaceDetector
+from edge.vision.detections import iou_matrix
 
 FACE_WIDTHS = (40, 48, 64, 96, 160)
 FRAMES = ((640, 480), (1280, 720), (1920, 1080))

@@ -21,11 +21,12 @@ import threading
 import time
 from pathlib import Path
 
-from edge.config import EdgeConfig, load
-from edge.contract import encode, parse_hour
-from edge.daemon import EdgeDaemon
-from edge.store import EdgeStore
-from tests.services import Mosquitto
+from bench.services import Mosquitto
+from edge.daemon.config import EdgeConfig
+from edge.daemon.daemon import EdgeDaemon
+from edge.daemon.store import EdgeStore
+from edge.wire.config import load
+from edge.wire.contract import encode, parse_hour
 
 FIRST_HOUR = parse_hour("2026-01-05T08:00:00Z")
 CLIP_CACHE = Path(".cache/bench/faults")
@@ -48,7 +49,7 @@ class Central:
     def __init__(self, broker_url: str, db: str, log: Path) -> None:
         self.command = [
             sys.executable,
-            *("-m", "edge.cli", "central", "run", "--broker", broker_url, "--db", db),
+            *("-m", "edge.cli.main", "central", "run", "--broker", broker_url, "--db", db),
             *("--set", "resync.check_interval_s=2", "--set", "resync.min_interval_s=5"),
         ]
         self.log = log
@@ -111,7 +112,7 @@ def edge_config(device: int, broker_url: str, folder: Path, source: Path, flush_
 
 def export_lines(db: str) -> list[str]:
     done = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "central", "export", "--db", db, "--format", "json"],
+        [sys.executable, "-m", "edge.cli.main", "central", "export", "--db", db, "--format", "json"],
         capture_output=True,
         text=True,
         check=True,

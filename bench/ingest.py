@@ -27,10 +27,10 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.services import Mosquitto
 from central.store import CentralStore, open_store
-from edge.contract import HourlyRecord, LiveCounts, empty_counts, encode, hour_start, parse_hour
-from edge.mqtt import BrokerURL
-from tests.services import Mosquitto
+from edge.wire.contract import HourlyRecord, LiveCounts, empty_counts, encode, hour_start, parse_hour
+from edge.wire.mqtt import BrokerURL
 
 FIRST_HOUR = parse_hour("2026-01-05T00:00:00Z")
 TICK_S = 0.01
@@ -45,7 +45,7 @@ def latency(seconds: list[float]) -> str:
 
 
 def central(broker: str, db: str, log: Path) -> tuple[list[str], subprocess.Popen]:
-    command = [sys.executable, "-m", "edge.cli", "central", "run", "--broker", broker, "--db", db]
+    command = [sys.executable, "-m", "edge.cli.main", "central", "run", "--broker", broker, "--db", db]
     command += ["--client-id", f"bench-{uuid.uuid4().hex[:8]}", "--set", "resync.check_interval_s=3600"]
     with log.open("w") as stderr:
         process = subprocess.Popen(command, stderr=stderr)

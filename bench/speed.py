@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from bench.clipgen import generate
-from edge import Analyzer, AnalyzerConfig, open_source
+from edge import Analyzer, VisionConfig, open_source
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not (args.clip / "clip.mp4").is_file():
         generate(args.clip)
-    analyzer = Analyzer(AnalyzerConfig(threads=args.threads))
+    analyzer = Analyzer(VisionConfig(threads=args.threads))
     source = open_source(str(args.clip / "clip.mp4"))
     visitors = 0
     start = time.perf_counter()

@@ -25,15 +25,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from central.config import POSTGRES_SCHEMES
-from edge.contract import HourlyRecord, LiveCounts, encode, hour_start, parse_hour
-from edge.store import connect_durable, decode_record, hourly_query, transaction
+from edge.wire.config import without_password
+from edge.wire.contract import HourlyRecord, LiveCounts, encode, hour_start, parse_hour
+from edge.wire.sqlite import Schema, connect_durable, decode_record, hourly_query, migrate_sqlite, transaction
 
 HOUR_S = 3600
 # A device whose live counts arrived this recently is running (edges send them every second).
 RUNNING_WITHIN_S = 120.0
 # One text for both databases: SQLite takes PostgreSQL's type names with the right affinities.
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS hourly (
+SCHEMA = Schema(
+    "central log",
+    (
+        """CREATE TABLE hourly (
         device TEXT NOT NULL,
         hour TEXT NOT NULL,
         revision INTEGER NOT NULL,
@@ -42,19 +45,20 @@ SCHEMA = (
         received DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (device, hour)
     )""",
-    """CREATE TABLE IF NOT EXISTS live (
+        """CREATE TABLE live (
         device TEXT PRIMARY KEY,
         time DOUBLE PRECISION NOT NULL,
         in_view INTEGER NOT NULL,
         visitors_this_hour INTEGER NOT NULL,
         received DOUBLE PRECISION NOT NULL
     )""",
-    """CREATE TABLE IF NOT EXISTS devices (
+        """CREATE TABLE devices (
         device TEXT PRIMARY KEY,
         status TEXT NOT NULL,
         updated DOUBLE PRECISION NOT NULL
     )""",
-    "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+        "CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+    ),
 )
 UPSERT_HOURLY = (
     "INSERT INTO hourly (device, hour, revision, record, visitors, received) VALUES (?, ?, ?, ?, ?, ?)"
@@ -252,9 +256,7 @@ class SQLiteStore(_SQLStore):
         with self._failures():
             # Durable: an acknowledged message must survive power loss, since the broker forgets it.
             self.conn = connect_durable(self.path, busy_timeout_s)
-            with self._transaction():
-                for statement in SCHEMA:
-                    self.conn.execute(statement)
+            migrate_sqlite(self.conn, SCHEMA, str(self.path))
 
     def close(self) -> None:
         self.conn.close()
@@ -276,16 +278,21 @@ class PostgresStore(_SQLStore):
         try:
             import psycopg
         except ImportError:
-            raise StoreError("PostgreSQL needs psycopg: pip install 'aicctv[postgres]'") from None
+            raise StoreError("PostgreSQL needs psycopg: pip install 'aicctv[central]'") from None
         self._errors = (psycopg.Error,)
         self.url = url
         with self._failures():
             self.conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
             with self._transaction():
-                # Instances starting together would race on CREATE TABLE IF NOT EXISTS.
+                # Instances starting together would race to create or migrate the tables.
                 self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('aicctv-central-schema'))")
-                for statement in SCHEMA:
+                self.conn.execute("CREATE TABLE IF NOT EXISTS aicctv_schema (version INTEGER NOT NULL)")
+                row = self.conn.execute("SELECT version FROM aicctv_schema").fetchone()
+                has_tables = self.conn.execute("SELECT to_regclass('hourly') IS NOT NULL").fetchone()[0]
+                for statement in SCHEMA.steps(row[0] if row else 0, has_tables, without_password(url)):
                     self.conn.execute(statement)
+                self.conn.execute("DELETE FROM aicctv_schema")
+                self.conn.execute("INSERT INTO aicctv_schema (version) VALUES (%s)", (SCHEMA.version,))
 
     def close(self) -> None:
         self.conn.close()

@@ -21,8 +21,8 @@ import paho.mqtt.client as paho
 
 from central.config import CentralConfig
 from central.store import Batch, CentralStore, StoreError, open_store
-from edge.config import without_password
-from edge.contract import (
+from edge.wire.config import without_password
+from edge.wire.contract import (
     ContractError,
     HourlyRecord,
     LiveCounts,
@@ -33,8 +33,8 @@ from edge.contract import (
     parse_topic,
     topic,
 )
-from edge.mqtt import Connection, backoff_delay
-from edge.systemd import Notifier
+from edge.wire.mqtt import Connection, backoff_delay
+from edge.wire.systemd import Notifier
 
 log = logging.getLogger("aicctv.central")
 

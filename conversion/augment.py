@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edge.align import align_face
+from edge.vision.align import align_face
 
 
 def augmented_crop(image: np.ndarray, keypoints: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.classify import AGE_BANDS
+from edge.wire.contract import AGE_BANDS
 
 DEFAULT_DATA = Path(os.environ.get("AICCTV_UTKFACE", Path(__file__).resolve().parents[2] / "shared/datasets/utkface"))
 DEFAULT_CACHE = Path(os.environ.get("AICCTV_CACHE", Path(__file__).resolve().parents[1] / ".cache"))

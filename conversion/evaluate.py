@@ -21,7 +21,7 @@ from tqdm import tqdm
 from conversion.augment import low_resolution
 from conversion.data import AGE_BANDS, DEFAULT_CACHE, RACES, Prepared, age_band_index
 from conversion.train import aligned_crops
-from edge.classify import AgeGenderModel
+from edge.vision.classify import AgeGenderModel
 
 RESOLUTIONS = (None, 48, 32)
 

@@ -13,7 +13,7 @@ import keras
 from keras import layers
 
 from conversion.data import RACES
-from edge.classify import MAX_AGE
+from edge.wire.contract import MAX_AGE
 
 AGE_BINS = MAX_AGE + 1
 # Channels and residual blocks per stage; each stage starts with a stride-2 convolution.

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from conversion import convert, evaluate, prepare, train
 from conversion.data import DEFAULT_CACHE, DEFAULT_DATA
-from edge.models import AGE_GENDER_MODEL, models_dir
+from edge.vision.model_files import AGE_GENDER_MODEL, models_dir
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,8 +21,8 @@ import numpy as np
 from tqdm import tqdm
 
 from conversion.data import DEFAULT_CACHE, DEFAULT_DATA, IMAGE_SIZE, is_validation, read_manifest
-from edge.align import template_keypoints
-from edge.detect import FaceDetector
+from edge.vision.align import template_keypoints
+from edge.vision.detect import FaceDetector
 
 PAD = IMAGE_SIZE  # the crop padded to 3x its size: the face then spans ~64 of 192 input pixels
 SOURCES = ("full", "short", "template")

@@ -17,8 +17,8 @@ import numpy as np
 
 from conversion.augment import augmented_crop
 from conversion.data import DEFAULT_CACHE, Prepared
-from edge.align import align_face
-from edge.classify import MAX_AGE
+from edge.vision.align import align_face
+from edge.wire.contract import MAX_AGE
 
 
 def age_distribution(age: np.ndarray) -> np.ndarray:

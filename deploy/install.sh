@@ -11,7 +11,7 @@ Usage: deploy/install.sh [OPTIONS]        (as root, from a checkout of the proje
 Install or upgrade aicctv as a systemd service:
   1. system user and group `aicctv` (edge: also in group video)
   2. a virtual environment /opt/aicctv/venv with the aicctv wheel (pip install --upgrade)
-  3. the models in /opt/aicctv/models (edge: the detector extracted by `python -m edge.fetch`,
+  3. the models in /opt/aicctv/models (edge: the detector extracted by `python -m edge.vision.fetch`,
      sha256-checked, and the age/gender model from this checkout)
   4. the configuration /etc/aicctv/<role>.toml (kept if present), the credentials folder,
      `aicctv` on the PATH and `aicctv-provision` (deploy/provision)
@@ -223,7 +223,9 @@ if [[ -f $STAMP && $(cat "$STAMP") == "$WANT" && -x $R$VENV/bin/aicctv ]]; then
     step package "aicctv $WHEEL_VERSION already installed (same wheel contents)"
 else
     had=$("$R$VENV/bin/python" -I -c 'import importlib.metadata as m; print(m.version("aicctv"))' 2>/dev/null || true)
-    "${PIP[@]}" install "${INDEX[@]}" --upgrade "$WHEEL" || die "pip could not install $WHEEL and its dependencies"
+    # The role's extra: a camera board gets the vision stack, a central server the database and
+    # web stack, neither the other's.
+    "${PIP[@]}" install "${INDEX[@]}" --upgrade "$WHEEL[$ROLE]" || die "pip could not install $WHEEL[$ROLE] and its dependencies"
     if [[ $had == "$WHEEL_VERSION" ]]; then
         # Same version number, other contents (a rebuilt checkout): pip would skip it.
         "${PIP[@]}" install "${INDEX[@]}" --force-reinstall --no-deps "$WHEEL" || die "pip could not reinstall $WHEEL"
@@ -245,7 +247,7 @@ if [[ $ROLE == edge ]]; then
         [[ -f $src ]] || continue
         [[ $(put "$src" "$R$MODELS/$name" 0644) == installed ]] && changed+=("$name")
     done
-    detectors=$("$R$VENV/bin/python" -I -c 'from edge.models import DETECTOR_FILES; print(" ".join(DETECTOR_FILES))')
+    detectors=$("$R$VENV/bin/python" -I -c 'from edge.vision.model_files import DETECTOR_FILES; print(" ".join(DETECTOR_FILES))')
     if [[ -n $MODELS_FROM ]]; then
         for name in $detectors; do
             [[ -f $MODELS_FROM/$name ]] || die "--models-from $MODELS_FROM has no $name"
@@ -254,7 +256,7 @@ if [[ $ROLE == edge ]]; then
     else
         # Extracted from the pinned mediapipe wheel, downloaded once into ~/.cache/aicctv/wheels.
         for name in $(env AICCTV_MODELS_DIR="$R$MODELS" "$R$VENV/bin/python" -I -c \
-            'from edge.fetch import fetch; from edge.models import models_dir; print(" ".join(fetch(models_dir())))'); do
+            'from edge.vision.fetch import fetch; from edge.vision.model_files import models_dir; print(" ".join(fetch(models_dir())))'); do
             changed+=("$name")
         done
         for name in $detectors; do
@@ -262,7 +264,7 @@ if [[ $ROLE == edge ]]; then
         done
     fi
     bad=$(env AICCTV_MODELS_DIR="$R$MODELS" "$R$VENV/bin/python" -I -c \
-        'from edge.fetch import missing_models; from edge.models import models_dir; print(" ".join(missing_models(models_dir())))')
+        'from edge.vision.fetch import missing_models; from edge.vision.model_files import models_dir; print(" ".join(missing_models(models_dir())))')
     [[ -z $bad ]] || die "wrong sha256 or missing in $MODELS: $bad"
     if [[ ${#changed[@]} -gt 0 ]]; then
         CHANGED=true
@@ -276,31 +278,6 @@ fi
 mkdir -p "$R$ETC"
 [[ -d $R$ETC/credentials ]] || install -d -m 0700 "$R$ETC/credentials"
 [[ $(stat -c %a "$R$ETC/credentials") == 700 ]] || chmod 0700 "$R$ETC/credentials"
-central_template() {
-    cat <<'EOF'
-# aicctv central subscriber: `aicctv central run --config /etc/aicctv/central.toml`.
-# Each setting can also be given as AICCTV_<SECTION>_<KEY>; the systemd unit sets
-# AICCTV_STORAGE_DB (SQLite in /var/lib/aicctv-central; a drop-in can point it at PostgreSQL)
-# and AICCTV_MQTT_PASSWORD_FILE. Check with `aicctv config check /etc/aicctv/central.toml`.
-
-[mqtt]
-broker = "mqtt://localhost:1883"
-prefix = "aicctv"
-# ca_file = "/etc/aicctv/ca.crt"   # CA certificate for mqtts://
-# username = "central"             # password: /etc/aicctv/credentials/central-mqtt-password
-client_id = "aicctv-central"       # one per instance
-shared_group = "aicctv-central"    # instances with the same group share the load (MQTT 5)
-session_expiry_s = 604800
-
-[storage]
-db = "aicctv-central.db"           # overridden by the unit's AICCTV_STORAGE_DB
-
-[resync]
-check_interval_s = 60.0
-min_interval_s = 300.0
-overdue_after_s = 600.0
-EOF
-}
 config_flags=()
 [[ -n $DEVICE_ID ]] && config_flags+=(--device-id "$DEVICE_ID")
 [[ -n $BROKER ]] && config_flags+=(--broker "$BROKER")
@@ -312,10 +289,8 @@ if [[ -f $R$CONF && $FORCE_CONFIG == false ]]; then
 else
     if [[ -n $CONFIG ]]; then
         cp "$CONFIG" "$TMP/config"
-    elif [[ $ROLE == edge ]]; then
-        cp "$SRC/deploy/edge.toml" "$TMP/config"
     else
-        central_template >"$TMP/config"
+        cp "$SRC/deploy/$ROLE.toml" "$TMP/config"
     fi
     if [[ ${#config_flags[@]} -gt 0 ]]; then
         "$PYTHON" "$SRC/deploy/provision" --role "$ROLE" --config "$TMP/config" --no-restart "${config_flags[@]}" >/dev/null
@@ -327,7 +302,7 @@ fi
 # Readable by the service's group, writable by root only.
 [[ $(stat -c %g "$R$CONF") == "$GID" ]] || chgrp "$GID" "$R$CONF"
 # The documented defaults and the README beside the installed code.
-put "$SRC/deploy/edge.toml" "$R$APP/edge.toml.example" 0644 >/dev/null
+put "$SRC/deploy/$ROLE.toml" "$R$APP/$ROLE.toml.example" 0644 >/dev/null
 put "$SRC/README.md" "$R$APP/README.md" 0644 >/dev/null
 put "$SRC/deploy/provision" "$R/usr/local/sbin/aicctv-provision" 0755 >/dev/null
 cat >"$TMP/aicctv" <<EOF
@@ -338,7 +313,7 @@ export AICCTV_MODELS_DIR
 exec $VENV/bin/aicctv "\$@"
 EOF
 put "$TMP/aicctv" "$R/usr/local/bin/aicctv" 0755 >/dev/null
-step commands "/usr/local/bin/aicctv, /usr/local/sbin/aicctv-provision, $APP/edge.toml.example"
+step commands "/usr/local/bin/aicctv, /usr/local/sbin/aicctv-provision, $APP/$ROLE.toml.example"
 
 # ---- 5. systemd unit --------------------------------------------------------------------------
 UNIT_DIR=/etc/systemd/system

@@ -58,7 +58,7 @@ def analyzer():
 @pytest.fixture
 def broker(tmp_path):
     """A real Mosquitto broker of our own on a free port (see tests/services.py)."""
-    from tests.services import Mosquitto
+    from bench.services import Mosquitto
 
     mosquitto = Mosquitto(tmp_path / "broker")
     mosquitto.start()
@@ -69,7 +69,7 @@ def broker(tmp_path):
 @pytest.fixture
 def postgres_url():
     """A fresh database on a real PostgreSQL server, dropped afterwards."""
-    from tests.services import drop_database, postgres_database
+    from bench.services import drop_database, postgres_database
 
     url = postgres_database()
     yield url

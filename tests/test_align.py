@@ -1,7 +1,7 @@
 import cv2
 import numpy as np
 
-from edge.align import TEMPLATE, align_face, similarity_transform, template_keypoints
+from edge.vision.align import TEMPLATE, align_face, similarity_transform, template_keypoints
 
 
 def test_similarity_transform_recovers_rotation_scale_and_shift():

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import MqttLinkSection
-from edge.contract import DEFAULT_PREFIX, topic
-from edge.mqtt import Connection
-from tests.services import MOSQUITTO, free_port, missing, wait_for_port, wait_until
+from bench.services import MOSQUITTO, free_port, missing, wait_for_port, wait_until
+from edge.wire.config import MqttLinkSection
+from edge.wire.contract import DEFAULT_PREFIX, topic
+from edge.wire.mqtt import Connection
 
 SHIPPED = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
 SCRIPT = SHIPPED / "aicctv-broker"

@@ -17,15 +17,15 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.services import Listener, wait_until
 from central.config import CentralConfig
 from central.store import Batch, HeldHours, open_store
 from central.subscriber import Subscriber
-from edge.cli import main
-from edge.config import ConfigError, load
-from edge.contract import HourlyRecord, LiveCounts, ResyncRequest, decode, empty_counts, encode
-from edge.export import CSV_FIELDS
-from edge.store import EdgeStore
-from tests.services import Listener, wait_until
+from edge.cli.main import main
+from edge.daemon.store import EdgeStore
+from edge.wire.config import ConfigError, load
+from edge.wire.contract import HourlyRecord, LiveCounts, ResyncRequest, decode, empty_counts, encode
+from edge.wire.export import CSV_FIELDS
 
 HOUR = "2026-01-05T09:00:00Z"
 

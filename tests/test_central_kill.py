@@ -12,7 +12,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from tests.services import wait_until
+from bench.services import wait_until
 from tests.test_central import Publisher, hour, record, stored
 
 DEVICES, HOURS, REVISIONS = 8, 25, 3
@@ -20,7 +20,7 @@ KILLS = 20
 
 
 def central(broker_url: str, db: Path, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "edge.cli", "central", "run", "--broker", broker_url, "--db", str(db)]
+    command = [sys.executable, "-m", "edge.cli.main", "central", "run", "--broker", broker_url, "--db", str(db)]
     with log.open("a") as stderr:
         return subprocess.Popen([*command, "--set", "resync.check_interval_s=3600"], stderr=stderr)
 

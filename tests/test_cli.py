@@ -7,7 +7,7 @@ import cv2
 import pytest
 from conftest import FACE_FILES, background, place
 
-from edge.cli import main
+from edge.cli.main import main
 
 AGE_BANDS = {"0-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60+"}
 
@@ -69,7 +69,7 @@ def test_corrupt_file_is_reported_and_the_others_still_processed(capsys, tmp_pat
 
 def test_missing_path_is_a_usage_error():
     result = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "analyze", "/no/such/file.jpg"], capture_output=True, text=True
+        [sys.executable, "-m", "edge.cli.main", "analyze", "/no/such/file.jpg"], capture_output=True, text=True
     )
     assert result.returncode == 2
     assert "usage:" in result.stderr and "/no/such/file.jpg" in result.stderr

@@ -1,6 +1,7 @@
 import pytest
 
-from edge.config import ConfigError, EdgeConfig, load, render
+from edge.daemon.config import EdgeConfig
+from edge.wire.config import ConfigError, load, render
 
 
 def test_defaults_are_valid():
@@ -87,7 +88,7 @@ def test_config_check_lists_every_problem(tmp_path):
 
     bad = tmp_path / "edge.toml"
     bad.write_text('[device]\nid = "bad id"\n[vision]\nthreads = 0\nthread = 1\n[mqtt]\nbroker = "localhost"\n')
-    run = [sys.executable, "-m", "edge.cli", "config", "check", "--ignore-env"]
+    run = [sys.executable, "-m", "edge.cli.main", "config", "check", "--ignore-env"]
     done = subprocess.run([*run, str(bad)], capture_output=True, text=True)
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()

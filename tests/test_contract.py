@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from edge.contract import (
+from edge.wire.contract import (
     MAX_PAYLOAD_BYTES,
     ContractError,
     HourlyRecord,
@@ -111,7 +111,7 @@ def test_device_must_match_the_topic():
 
 
 def test_hours_must_be_zero_padded_so_they_sort_as_text():
-    from edge.contract import ContractError, parse_hour
+    from edge.wire.contract import ContractError, parse_hour
 
     with pytest.raises(ContractError):
         parse_hour("2026-1-5T9:00:00Z")

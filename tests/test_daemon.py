@@ -15,18 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import EdgeConfig, load
-from edge.contract import HourlyRecord, decode, hour_start
-from edge.daemon import EdgeDaemon
-from edge.sources import Frame
-from edge.store import EdgeStore
-from tests.services import Listener, wait_until
+from bench.services import Listener, wait_until
+from edge.daemon.config import EdgeConfig
+from edge.daemon.daemon import EdgeDaemon
+from edge.daemon.store import EdgeStore
+from edge.vision.sources import Frame
+from edge.wire.config import load
+from edge.wire.contract import HourlyRecord, decode, hour_start
 
 START = "2026-01-05T09:59:55Z"  # the sample clip straddles 10:00, so two hours close mid-replay
 
 
 def aicctv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "edge.cli", *args]
+    return [sys.executable, "-m", "edge.cli.main", *args]
 
 
 def edge_command(clip: Path, broker_url: str, db: Path, *extra: str) -> list[str]:

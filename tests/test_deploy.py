@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge.models import DETECTOR_FILES
+from edge.vision.model_files import DETECTOR_FILES
 
 REPO = Path(__file__).resolve().parent.parent
 INSTALL = REPO / "deploy" / "install.sh"
@@ -61,7 +61,7 @@ def wheel(tmp_path_factory) -> Path:
     (built,) = out.glob("aicctv-*.whl")
     # The dependencies' wheels, downloaded once and kept: later runs install offline.
     WHEELHOUSE.mkdir(parents=True, exist_ok=True)
-    run(sys.executable, "-m", "pip", "download", "--quiet", "--dest", WHEELHOUSE, built)
+    run(sys.executable, "-m", "pip", "download", "--quiet", "--dest", WHEELHOUSE, f"{built}[edge,central]")
     return built
 
 

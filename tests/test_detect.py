@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from conftest import background, place
 
-from edge.detect import DETECTORS, FaceDetector, decode_boxes, ssd_anchor_centers, tile_windows, weighted_nms
-from edge.detections import Detections, iou_matrix
+from edge.vision.detect import DETECTORS, FaceDetector, decode_boxes, ssd_anchor_centers, tile_windows, weighted_nms
+from edge.vision.detections import Detections, iou_matrix
 
 
 def test_anchor_counts_match_mediapipe_models():

@@ -3,8 +3,8 @@ import zipfile
 
 import pytest
 
-from edge import fetch
-from edge.models import DETECTOR_FILES, MEDIAPIPE_MEMBER_DIR, models_dir
+from edge.vision import fetch
+from edge.vision.model_files import DETECTOR_FILES, MEDIAPIPE_MEMBER_DIR, models_dir
 
 
 def test_installed_detector_models_match_their_pinned_hashes():

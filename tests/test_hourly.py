@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from edge.analyzer import Visitor
-from edge.hourly import HourlyTally
+from edge.daemon.hourly import HourlyTally
+from edge.vision.analyzer import Visitor
 
 NINE = 1767603600.0  # 2026-01-05T09:00:00Z
 

@@ -3,10 +3,10 @@
 import numpy as np
 from conftest import FACE_FILES, face_label
 
-from edge.align import align_face, template_keypoints
-from edge.classify import AgeGenderModel
-from edge.models import AGE_GENDER_MODEL, model_path
-from edge.runtime import TFLiteModel
+from edge.vision.align import align_face, template_keypoints
+from edge.vision.classify import AgeGenderModel
+from edge.vision.model_files import AGE_GENDER_MODEL, model_path
+from edge.vision.runtime import TFLiteModel
 
 
 def test_model_is_full_integer_and_small():

@@ -1,7 +1,7 @@
 import pytest
 
-from edge.mqtt import BrokerURL, Connection, backoff_delay
-from tests.services import wait_until
+from bench.services import wait_until
+from edge.wire.mqtt import BrokerURL, Connection, backoff_delay
 
 
 def test_broker_urls():

@@ -2,12 +2,12 @@
 
 import numpy as np
 
-from edge import Analyzer, AnalyzerConfig, open_source
+from edge import Analyzer, VisionConfig, open_source
 
 
 def test_counts_the_visitors_of_a_clip_and_estimates_each(sample_clip):
     clip, truth = sample_clip
-    analyzer = Analyzer(AnalyzerConfig(max_classifications=4))
+    analyzer = Analyzer(VisionConfig(max_classifications=4))
     visitors, frames, in_view = [], 0, []
     source = open_source(str(clip))
     for result in analyzer.track(source):

@@ -1,6 +1,6 @@
 import pytest
 
-from edge.sources import SourceError, VideoSource, open_source
+from edge.vision.sources import SourceError, VideoSource, open_source
 
 
 def test_file_frames_carry_video_time(sample_clip):

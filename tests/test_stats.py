@@ -4,10 +4,11 @@ from pathlib import Path
 import cv2
 import pytest
 
-from edge.cli import main
-from edge.contract import HourlyRecord, empty_counts, encode
-from edge.stats import device_table, plot, read_hourly, tables
-from edge.store import EdgeStore
+from edge.cli.main import main
+from edge.cli.plot import plot
+from edge.cli.stats import device_table, read_hourly, tables
+from edge.daemon.store import EdgeStore
+from edge.wire.contract import HourlyRecord, empty_counts, encode
 
 
 def record(hour: str, female: int = 0, male: int = 0, unclassified: int = 0, coverage: float = 1.0, device="shop-1"):
@@ -119,7 +120,7 @@ def test_cli_prints_tables_and_draws_a_legible_plot(capsys, edge_log, tmp_path):
 
 
 def test_plot_of_a_month_stays_a_readable_size(tmp_path):
-    from edge.contract import hour_start, parse_hour
+    from edge.wire.contract import hour_start, parse_hour
 
     start = parse_hour("2026-01-01T00:00:00Z")
     month = [record(hour_start(start + h * 3600), female=h % 24) for h in range(24 * 31)]

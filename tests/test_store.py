@@ -1,8 +1,8 @@
 from dataclasses import replace
 
-from edge.analyzer import Visitor
-from edge.contract import HourlyRecord, empty_counts
-from edge.store import EdgeStore
+from edge.daemon.store import EdgeStore
+from edge.vision.analyzer import Visitor
+from edge.wire.contract import HourlyRecord, empty_counts
 
 
 def record(hour: str = "2026-01-05T09:00:00Z", revision: int = 1, visitors: int = 3) -> HourlyRecord:
@@ -53,8 +53,8 @@ def test_hour_range(tmp_path):
 
 
 def test_prune_keeps_the_newest_span_of_visits_and_events(tmp_path):
-    from edge.analyzer import Visitor
-    from edge.store import EdgeStore
+    from edge.daemon.store import EdgeStore
+    from edge.vision.analyzer import Visitor
 
     store = EdgeStore(tmp_path / "edge.db")
     day = 86400.0

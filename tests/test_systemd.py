@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from edge.systemd import Notifier
+from edge.wire.systemd import Notifier
 
 WIDTH, HEIGHT = 320, 240
 
@@ -97,7 +97,7 @@ def test_watchdog_pings_while_frames_flow_and_stop_when_they_stop(broker, tmp_pa
     fifo = tmp_path / "camera.y4m"
     os.mkfifo(fifo)
     env = {**os.environ, "NOTIFY_SOCKET": str(listener.path), "WATCHDOG_USEC": "1000000"}
-    command = [sys.executable, "-m", "edge.cli", "edge", "run", "--source", str(fifo), "--device-id", "cam-w"]
+    command = [sys.executable, "-m", "edge.cli.main", "edge", "run", "--source", str(fifo), "--device-id", "cam-w"]
     daemon = subprocess.Popen(
         [*command, "--broker", broker.url, "--db", str(tmp_path / "e.db")], env=env, stderr=subprocess.DEVNULL
     )

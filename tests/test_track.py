@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 
-from edge.track import Tracker
+from edge.vision.track import Tracker
 
 
 def box(cx: float, cy: float, size: float = 60) -> list[float]:
@@ -96,7 +96,7 @@ def test_someone_who_looks_different_at_the_same_place_is_someone_else():
 
 
 def test_appearance_of_a_face_box(faces):
-    from edge.track import appearance, similarity
+    from edge.vision.track import appearance, similarity
 
     face = faces[0]
     whole = np.array([0, 0, 200, 200], np.float32)

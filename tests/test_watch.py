@@ -7,11 +7,11 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.cli import main
-from edge.contract import LiveCounts, encode
-from edge.mqtt import BrokerURL
-from edge.watch import HOME, LiveBoard, watch
-from tests.services import free_port
+from bench.services import free_port
+from edge.cli.main import main
+from edge.cli.watch import HOME, LiveBoard, watch
+from edge.wire.contract import LiveCounts, encode
+from edge.wire.mqtt import BrokerURL
 
 
 def live(device: str, in_view: int = 2, this_hour: int = 17) -> bytes:

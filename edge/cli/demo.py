@@ -16,8 +16,9 @@ import threading
 import time
 from pathlib import Path
 
-from edge.config import ConfigError, EdgeConfig, load
-from edge.contract import HourlyRecord
+from edge.daemon.config import EdgeConfig
+from edge.wire.config import ConfigError, load
+from edge.wire.contract import HourlyRecord
 
 DEFAULT_CLIP = Path(".cache/sample/clip.mp4")
 # The sample clip is ~24 s long: starting it 10 s before 10:00 shows two hours, and a visitor
@@ -80,8 +81,8 @@ def run_demo(clip: Path, out: Path, broker_url: str | None) -> list[HourlyRecord
     from central.config import CentralConfig
     from central.store import open_store
     from central.subscriber import Subscriber
-    from edge.daemon import EdgeDaemon
-    from edge.edge_commands import parse_instant
+    from edge.cli.common import parse_instant
+    from edge.daemon.daemon import EdgeDaemon
 
     out.mkdir(parents=True, exist_ok=True)
     edge_db, central_db = out / "edge.db", out / "central.db"
@@ -139,14 +140,14 @@ def run_demo(clip: Path, out: Path, broker_url: str | None) -> list[HourlyRecord
 
 
 def _edge_log(path: Path) -> list[HourlyRecord]:
-    from edge.store import EdgeStore
+    from edge.daemon.store import EdgeStore
 
     with EdgeStore(path) as store:
         return store.hourly()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from edge.stats import tables
+    from edge.cli.stats import tables
 
     if not args.clip.is_file():
         raise ConfigError(f"no clip at {args.clip}: run `make demo` once (it renders the sample clip) or pass --clip")

@@ -19,8 +19,8 @@ from typing import TextIO
 
 import paho.mqtt.client as paho
 
-from edge.config import ConfigError
-from edge.contract import (
+from edge.wire.config import ConfigError
+from edge.wire.contract import (
     DEFAULT_PREFIX,
     STATUS_ONLINE,
     ContractError,
@@ -30,7 +30,7 @@ from edge.contract import (
     decode_status,
     parse_topic,
 )
-from edge.mqtt import BrokerURL, Connection
+from edge.wire.mqtt import BrokerURL, Connection
 
 EXIT_FAILED = 1
 STALE_S = 5.0  # live counts come about once a second: five missed in a row means trouble

@@ -7,8 +7,7 @@ import csv
 from collections.abc import Iterable
 from typing import TextIO
 
-from edge.classify import AGE_BANDS
-from edge.contract import GENDERS, HourlyRecord, encode
+from edge.wire.contract import AGE_BANDS, GENDERS, HourlyRecord, encode
 
 FORMATS = ("json", "csv")
 CSV_FIELDS = (

@@ -1,4 +1,5 @@
-"""`aicctv config check FILE`: validate an edge or central configuration before deploying it."""
+"""`aicctv config check FILE`: validate an edge or central configuration before deploying it;
+`aicctv config defaults edge|central`: the documented defaults file, from the declarations."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import tomllib
 from dataclasses import fields
 from pathlib import Path
 
-from edge.config import EdgeConfig, load, render
+from edge.daemon import config as edge_config
+from edge.daemon.config import EdgeConfig
+from edge.wire.config import document, load, render
 
 KINDS = ("edge", "central")
 
@@ -19,6 +22,20 @@ def config_class(kind: str) -> type:
 
         return CentralConfig
     return EdgeConfig
+
+
+def defaults_file(kind: str) -> str:
+    """The documented defaults of `kind`, as shipped in deploy/<kind>.toml."""
+    if kind == "central":
+        from central import config as central_config
+
+        return document(central_config.CentralConfig, central_config.HEADER)
+    return document(EdgeConfig, edge_config.HEADER)
+
+
+def cmd_defaults(args: argparse.Namespace) -> int:
+    sys.stdout.write(defaults_file(args.kind))
+    return 0
 
 
 def guess_kind(path: Path) -> str:
@@ -70,3 +87,17 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     check.add_argument("--show", action="store_true", help="print the effective configuration when valid")
     check.add_argument("--ignore-env", action="store_true", help="check the file alone, without AICCTV_* variables")
     check.set_defaults(func=cmd_check)
+
+    defaults = sub.add_parser(
+        "defaults",
+        help="print every setting with its default, bounds and help, as a TOML file",
+        description=(
+            "Print the documented defaults file of the edge daemon or the central subscriber: every\n"
+            "setting with its help, what is allowed, its environment variable and flag, and its\n"
+            "default. deploy/edge.toml and deploy/central.toml are this output (a test checks it)."
+        ),
+        epilog="example:\n  aicctv config defaults edge > deploy/edge.toml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    defaults.add_argument("kind", choices=KINDS)
+    defaults.set_defaults(func=cmd_defaults)

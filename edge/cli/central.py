@@ -7,32 +7,27 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 from central.config import POSTGRES_SCHEMES, CentralConfig
-from central.store import StoreError, open_store
-from central.subscriber import Subscriber
-from edge.config import ConfigError, load, render
-from edge.edge_commands import config_options, hour_range_options
-from edge.export import FORMATS, write_records
-
-EXIT_FAILED = 1
+from edge.cli.common import EXIT_FAILED, config_options, hour_range_options
+from edge.wire.config import ConfigError, add_flags, flag_values, load, render
+from edge.wire.export import FORMATS, write_records
 
 
-def _config_options(parser: argparse.ArgumentParser) -> None:
-    group = config_options(parser, "TOML file with [mqtt], [storage], [resync]", "resync.check_interval_s=30")
-    group.add_argument(
-        "--db", metavar="DB", help="SQLite file, or postgresql://user@host/database (default aicctv-central.db)"
-    )
+def _config_options(parser: argparse.ArgumentParser, flags: tuple[str, ...]) -> None:
+    group = config_options(parser, "TOML file (see deploy/central.toml)", "resync.check_interval_s=30")
+    add_flags(group, CentralConfig, only=flags)
 
 
-def central_config(args: argparse.Namespace, **flags: Any) -> CentralConfig:
-    overrides: dict[str, Any] = dict(args.set) | {"storage.db": args.db} | flags
-    return load(CentralConfig, args.config, overrides)
+def central_config(args: argparse.Namespace) -> CentralConfig:
+    return load(CentralConfig, args.config, dict(args.set) | flag_values(args))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = central_config(args, **{"mqtt.broker": args.broker, "mqtt.client_id": args.client_id})
+    from central.store import StoreError
+    from central.subscriber import Subscriber
+
+    config = central_config(args)
     if args.print_config:
         print(render(config))
         return 0
@@ -49,6 +44,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from central.store import StoreError, open_store
+
     db = central_config(args).storage.db
     if not db.startswith(POSTGRES_SCHEMES) and not Path(db).is_file():
         raise ConfigError(f"no central log at {db}: pass the --db that `aicctv central run` writes (storage.db)")
@@ -89,9 +86,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _config_options(run)
-    run.add_argument("--broker", metavar="URL", help="mqtt://HOST:PORT or mqtts://user:pass@HOST:8883")
-    run.add_argument("--client-id", metavar="ID", help="MQTT client id, one per instance (default aicctv-central)")
+    _config_options(run, ("mqtt.broker", "mqtt.client_id", "storage.db"))
     run.add_argument("--print-config", action="store_true", help="print the effective configuration as TOML and exit")
     run.set_defaults(func=cmd_run)
 
@@ -111,7 +106,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _config_options(export)
+    _config_options(export, ("storage.db",))
     export.add_argument("--device", metavar="D", help="only this device")
     hour_range_options(export)
     export.add_argument("--format", choices=FORMATS, default="json", help="json lines (default) or csv")

@@ -6,69 +6,24 @@ import argparse
 import logging
 import signal
 import sys
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-from edge.config import ConfigError, EdgeConfig, load, render
-from edge.export import FORMATS, write_records
-from edge.store import EdgeStore
-
-
-def parse_instant(text: str) -> float:
-    """Unix time of an ISO 8601 instant with a zone, e.g. 2026-01-05T09:00:00Z."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time like 2026-01-05T09:00:00Z") from None
-    if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} has no time zone: add Z for UTC (2026-01-05T09:00:00Z)")
-    return moment.timestamp()
-
-
-def setting(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or "." not in key:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected SECTION.KEY=VALUE, e.g. vision.threads=2")
-    return key.strip(), value
-
-
-def config_options(parser: argparse.ArgumentParser, file_help: str, set_example: str) -> argparse._ArgumentGroup:
-    """--config and --set (any setting), in a group the caller adds its most-used flags to."""
-    group = parser.add_argument_group("configuration (flags override environment, which overrides the file)")
-    group.add_argument("--config", type=Path, metavar="FILE", help=file_help)
-    group.add_argument(
-        "--set",
-        type=setting,
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help=f"any setting, e.g. --set {set_example} (repeatable)",
-    )
-    return group
+from edge.cli.common import config_options, hour_range_options, parse_instant
+from edge.daemon.config import EdgeConfig
+from edge.wire.config import ConfigError, add_flags, flag_values, load, render
+from edge.wire.export import FORMATS, write_records
 
 
 def edge_options(parser: argparse.ArgumentParser) -> None:
-    group = config_options(parser, "TOML file (see deploy/edge.toml)", "vision.threads=2")
-    group.add_argument("--source", metavar="S", help="camera or stream: 0, /dev/video0, rtsp://…, file.mp4, picamera2")
-    group.add_argument("--device-id", metavar="D", help="this device's id in topics and logs (default: host name)")
-    group.add_argument("--broker", metavar="URL", help="mqtt://HOST:PORT or mqtts://user:pass@HOST:8883")
-    group.add_argument("--db", metavar="FILE", help="local SQLite log (default aicctv-edge.db)")
+    add_flags(config_options(parser, "TOML file (see deploy/edge.toml)", "vision.threads=2"), EdgeConfig)
 
 
 def edge_config(args: argparse.Namespace) -> EdgeConfig:
-    overrides: dict[str, Any] = dict(args.set)
-    overrides |= {
-        "source.spec": args.source,
-        "device.id": args.device_id,
-        "mqtt.broker": args.broker,
-        "storage.db": args.db,
-    }
-    return load(EdgeConfig, args.config, overrides)
+    return load(EdgeConfig, args.config, dict(args.set) | flag_values(args))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edge.daemon import EdgeDaemon  # the vision stack loads only when the daemon runs
+    from edge.daemon.daemon import EdgeDaemon  # the vision stack loads only when the daemon runs
 
     config = edge_config(args)
     if args.print_config:
@@ -88,24 +43,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from edge.daemon.store import EdgeStore
+
     if not args.db.is_file():
         raise ConfigError(f"no edge log at {args.db}: pass the --db the daemon writes (storage.db)")
     with EdgeStore(args.db) as store:
         write_records(store.hourly(since=args.since, until=args.until), args.format, sys.stdout)
     return 0
-
-
-def hour_filter(text: str) -> str:
-    """An hour bound for exports: any ISO 8601 instant, as the hour string the logs sort by."""
-    from edge.contract import hour_start
-
-    return hour_start(parse_instant(text))
-
-
-def hour_range_options(parser: argparse.ArgumentParser) -> None:
-    """--since and --until, as hour bounds: any ISO 8601 instant with a zone, inclusive."""
-    parser.add_argument("--since", type=hour_filter, metavar="T", help="first hour to include (ISO 8601 with zone)")
-    parser.add_argument("--until", type=hour_filter, metavar="T", help="last hour to include (ISO 8601 with zone)")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:

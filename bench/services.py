@@ -1,4 +1,5 @@
-"""Real services for tests: a Mosquitto broker of our own on a free port, and PostgreSQL.
+"""Real services for tests and benchmarks: a Mosquitto broker of our own on a free port, and
+PostgreSQL. The one module both `tests/` and `bench/` import (benchmarks never import tests).
 
 Nothing here is mocked: the edge and the central subscriber talk to a real broker that the
 tests start, stop and restart, and the PostgreSQL backend writes to a real server.
@@ -11,23 +12,28 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
+import typing
 import uuid
 from pathlib import Path
-
-import pytest
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 POSTGRES_URL = os.environ.get("AICCTV_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-def missing(what: str, how: str) -> None:
-    """Skip on a developer's machine without the service; fail in CI, which must have it."""
+def missing(what: str, how: str) -> typing.NoReturn:
+    """In a test: skip on a developer's machine without the service, fail in CI, which must
+    have it. In a benchmark: stop with one line saying what to install."""
     message = f"{what} is not available: {how}"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    if "pytest" in sys.modules:
+        import pytest
+
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    raise SystemExit(f"error: {message}")
 
 
 def free_port() -> int:
@@ -90,7 +96,10 @@ class Mosquitto:
 
 def postgres_database() -> str:
     """URL of a fresh, empty database on the test server (dropped by `drop_database`)."""
-    psycopg = pytest.importorskip("psycopg")
+    try:
+        import psycopg
+    except ImportError:
+        missing("psycopg", "pip install 'aicctv[central]'")
     name = f"aicctv_test_{uuid.uuid4().hex[:10]}"
     try:
         with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5) as conn:

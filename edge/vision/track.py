@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from edge.detections import containment, iou_matrix
+from edge.vision.detections import containment, iou_matrix
 
 # Kalman noise, relative to the face's size (a face's apparent motion scales with its size).
 _POSITION_STD = 1 / 20

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from edge.analyzer import Visitor
-from edge.contract import HourlyRecord, empty_counts, hour_of, hour_start
+from edge.vision.analyzer import Visitor
+from edge.wire.contract import HourlyRecord, empty_counts, hour_of, hour_start
 
 HOUR = 3600.0
 # Closed hours kept (and snapshotted) this long after they end, for late-visitor revisions.

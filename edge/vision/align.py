@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edge.detections import LEFT_EYE, MOUTH, NOSE_TIP, RIGHT_EYE
+from edge.vision.detections import LEFT_EYE, MOUTH, NOSE_TIP, RIGHT_EYE
 
 FACE_SIZE = 64
 ALIGN_KEYPOINTS = (RIGHT_EYE, LEFT_EYE, NOSE_TIP, MOUTH)

@@ -20,15 +20,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.analyzer import Analyzer, AnalyzerConfig, FrameResult
-from edge.config import EdgeConfig
-from edge.contract import STATUS_ONLINE, STATUS_SOURCE_LOST, HourlyRecord, LiveCounts
-from edge.hourly import HourlyTally
-from edge.mqtt import backoff_delay
-from edge.sources import Frame, FrameSource, SourceError, open_source
-from edge.store import EdgeStore
-from edge.systemd import Notifier
-from edge.uplink import Uplink
+from edge.daemon.config import EdgeConfig
+from edge.daemon.hourly import HourlyTally
+from edge.daemon.store import EdgeStore
+from edge.daemon.uplink import Uplink
+from edge.vision.analyzer import Analyzer, FrameResult
+from edge.vision.sources import Frame, FrameSource, SourceError, open_source
+from edge.wire.contract import STATUS_ONLINE, STATUS_SOURCE_LOST, HourlyRecord, LiveCounts
+from edge.wire.mqtt import backoff_delay
+from edge.wire.systemd import Notifier
 
 log = logging.getLogger("aicctv.edge")
 
@@ -60,11 +60,6 @@ class RunSummary:
         )
 
 
-def analyzer_config(config: EdgeConfig) -> AnalyzerConfig:
-    v = config.vision
-    return AnalyzerConfig(v.detector, v.score, v.min_face, v.tiles, v.threads, v.flip)
-
-
 class EdgeDaemon:
     """`replay_start`: Unix time at which a video file is treated as filmed (frame time = start +
     index / fps); `until_end`: after the source's last frame close every hour, deliver, exit."""
@@ -86,7 +81,7 @@ class EdgeDaemon:
         if snapshot:
             self.tally.restore(snapshot)
         self.uplink = Uplink(config.mqtt, self.device)
-        self.analyzer = Analyzer(analyzer_config(config))
+        self.analyzer = Analyzer(config.vision)
         self.tracking = self.analyzer.tracking()
         tracking = self.store.load_state(TRACKING_STATE) if self.replay else None
         # Saved with the tally in one transaction; the frame check skips another device's state.

@@ -1,6 +1,6 @@
 """Set-up step: extract the BlazeFace detector models from the pinned mediapipe wheel.
 
-    python -m edge.fetch [--dest DIR]
+    python -m edge.vision.fetch [--dest DIR]
 
 The wheel is downloaded once with `pip download --no-deps` (any platform's wheel holds the same
 files), each model's sha256 is checked against `edge.models.DETECTOR_FILES`, and the files are
@@ -19,7 +19,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from edge.models import DETECTOR_FILES, MEDIAPIPE_MEMBER_DIR, MEDIAPIPE_WHEEL, models_dir
+from edge.vision.model_files import DETECTOR_FILES, MEDIAPIPE_MEMBER_DIR, MEDIAPIPE_WHEEL, models_dir
 
 WHEEL_CACHE = Path(os.environ.get("AICCTV_WHEEL_CACHE", Path.home() / ".cache" / "aicctv" / "wheels"))
 

@@ -21,28 +21,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge.align import align_face, template_keypoints
-from edge.classify import AgeGender, AgeGenderModel, age_band, gender_of
-from edge.detect import FaceDetector
-from edge.detections import LEFT_EYE, NOSE_TIP, RIGHT_EYE, Detections
-from edge.sources import Frame
-from edge.track import Track, Tracker, appearances
+from edge.vision.align import align_face, template_keypoints
+from edge.vision.classify import AgeGender, AgeGenderModel
+from edge.vision.config import VisionConfig
+from edge.vision.detect import FaceDetector
+from edge.vision.detections import LEFT_EYE, NOSE_TIP, RIGHT_EYE, Detections
+from edge.vision.sources import Frame
+from edge.vision.track import Track, Tracker, appearances
+from edge.wire.contract import age_band, gender_of
 
 STAGES = ("decode", "detect", "align", "classify", "track")
-
-
-@dataclass(frozen=True)
-class AnalyzerConfig:
-    detector: str = "full"
-    score_threshold: float | None = None
-    min_face_px: int = 40
-    tiles: bool = True
-    threads: int = 1
-    flip: bool = True
-    max_classifications: int = 6
-    classify_every: int = 4
-    forget_after_s: float = 1.5
-    min_hits: int = 3
 
 
 @dataclass(frozen=True)
@@ -200,14 +188,14 @@ class Tracking:
 class Analyzer:
     """Face detection → alignment → age/gender → tracking, on one thread by default."""
 
-    def __init__(self, config: AnalyzerConfig | None = None) -> None:
-        self.config = config or AnalyzerConfig()
+    def __init__(self, config: VisionConfig | None = None) -> None:
+        self.config = config or VisionConfig()
         c = self.config
         self.detector = FaceDetector(
             c.detector,
-            score_threshold=c.score_threshold,
+            score_threshold=c.score,
             num_threads=c.threads,
-            min_face_px=c.min_face_px,
+            min_face_px=c.min_face,
             tiles=c.tiles,
         )
         self.classifier = AgeGenderModel(num_threads=c.threads, flip=c.flip)

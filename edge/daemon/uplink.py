@@ -18,8 +18,8 @@ import threading
 
 import paho.mqtt.client as paho
 
-from edge.config import MqttSection
-from edge.contract import (
+from edge.daemon.config import MqttSection
+from edge.wire.contract import (
     STATUS_OFFLINE,
     ContractError,
     HourlyRecord,
@@ -29,7 +29,7 @@ from edge.contract import (
     encode,
     topic,
 )
-from edge.mqtt import Connection
+from edge.wire.mqtt import Connection
 
 log = logging.getLogger("aicctv.uplink")
 

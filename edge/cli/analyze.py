@@ -1,4 +1,4 @@
-"""The `aicctv` command line."""
+"""`aicctv analyze`: faces, gender and age in images, folders and videos."""
 
 from __future__ import annotations
 
@@ -7,62 +7,20 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import cv2
-from tqdm import tqdm
+from edge.cli.common import EXIT_FAILED
+from edge.vision.config import VisionConfig
+from edge.wire.config import add_flags, load_section
 
-import central.cli
-from edge import config_commands, demo, edge_commands, stats, watch
-from edge.analyzer import Analyzer, AnalyzerConfig, Face, Visitor
-from edge.config import ConfigError
-from edge.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, SourceError, VideoSource
-
-EXIT_FAILED_INPUTS = 1
-EXIT_USAGE = 2
-
-
-def _add_analyzer_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("vision pipeline")
-    group.add_argument(
-        "--detector",
-        choices=("full", "short"),
-        default="full",
-        help="BlazeFace model: full-range (faces up to ~5 m, default) or short-range (~2 m, faster)",
-    )
-    group.add_argument(
-        "--score",
-        type=float,
-        default=None,
-        metavar="S",
-        help="detection score threshold, 0..1 (default 0.5; higher: fewer false faces, more missed)",
-    )
-    group.add_argument(
-        "--min-face",
-        type=int,
-        default=40,
-        metavar="PX",
-        help="smallest face width to find; large frames are tiled to reach it (default 40)",
-    )
-    group.add_argument("--no-tiles", action="store_true", help="never tile large frames (faster, misses small faces)")
-    group.add_argument("--threads", type=int, default=1, metavar="N", help="TFLite threads per model (default 1)")
-    group.add_argument(
-        "--no-flip", action="store_true", help="classify each crop once instead of averaging it with its mirror image"
-    )
-
-
-def analyzer_config(args: argparse.Namespace) -> AnalyzerConfig:
-    return AnalyzerConfig(
-        detector=args.detector,
-        score_threshold=args.score,
-        min_face_px=args.min_face,
-        tiles=not args.no_tiles,
-        threads=args.threads,
-        flip=not args.no_flip,
-    )
+if TYPE_CHECKING:
+    from edge.vision.analyzer import Analyzer, Face, Visitor
 
 
 def expand_inputs(paths: list[Path]) -> Iterator[Path]:
     """Files as given; folders expanded to their images and videos, sorted, recursively."""
+    from edge.vision.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+
     for path in paths:
         if path.is_dir():
             for child in sorted(path.rglob("*")):
@@ -98,6 +56,10 @@ def _visitor_row(visitor: Visitor) -> str:
 
 
 def analyze_video(analyzer: Analyzer, path: Path, as_json: bool, progress: bool) -> None:
+    from tqdm import tqdm
+
+    from edge.vision.sources import SourceError, VideoSource
+
     source = VideoSource(str(path))
     try:
         frames_total = source.frame_count or None
@@ -130,11 +92,18 @@ def analyze_video(analyzer: Analyzer, path: Path, as_json: bool, progress: bool)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    import cv2
+    from tqdm import tqdm
+
+    from edge.vision.analyzer import Analyzer
+    from edge.vision.sources import VIDEO_EXTENSIONS, SourceError
+
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
         args.parser.error(f"no such file or folder: {', '.join(missing)}")
+    config = load_section(VisionConfig, "vision", args)
     files = list(expand_inputs(args.paths))
-    analyzer = Analyzer(analyzer_config(args))
+    analyzer = Analyzer(config)
     interactive = sys.stderr.isatty()
     failed = 0
     images = [f for f in files if f.suffix.lower() not in VIDEO_EXTENSIONS]
@@ -159,15 +128,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             bar.clear()
             print(f"error: {exc}", file=sys.stderr)
     bar.close()
-    return EXIT_FAILED_INPUTS if failed else 0
+    return EXIT_FAILED if failed else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="aicctv",
-        description="Privacy-preserving audience counting: faces, gender and age on the device.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def add_commands(commands: argparse._SubParsersAction) -> None:
     analyze = commands.add_parser(
         "analyze",
         help="estimate gender and age in images, folders and videos",
@@ -192,31 +156,5 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="each image is one face crop (skip detection; still aligned like training data)",
     )
-    _add_analyzer_options(analyze)
+    add_flags(analyze.add_argument_group("vision pipeline"), VisionConfig, section="vision")
     analyze.set_defaults(func=cmd_analyze, parser=analyze)
-    edge_commands.add_commands(commands)
-    stats.add_commands(commands)
-    watch.add_commands(commands)
-    central.cli.add_commands(commands)
-    demo.add_commands(commands)
-    config_commands.add_commands(commands)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except SourceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED_INPUTS
-    except (ConfigError, FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -33,6 +33,9 @@ class Frame:
 class SourceError(RuntimeError):
     """The source cannot be opened or stopped delivering frames."""
 
+    # What `aicctv` exits with: the input failed, the command was right.
+    exit_code = 1
+
 
 class FrameSource(Protocol):
     fps: float | None

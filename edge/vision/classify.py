@@ -7,19 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.models import AGE_GENDER_MODEL, model_path
-from edge.runtime import TFLiteModel
-
-AGE_BANDS = ("0-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60+")
-MAX_AGE = 100
-
-
-def age_band(age: float) -> str:
-    return AGE_BANDS[min(int(age) // 10, len(AGE_BANDS) - 1)]
-
-
-def gender_of(p_female: float) -> str:
-    return "female" if p_female >= 0.5 else "male"
+from edge.vision.model_files import AGE_GENDER_MODEL, model_path
+from edge.vision.runtime import TFLiteModel
+from edge.wire.contract import MAX_AGE, age_band, gender_of
 
 
 @dataclass(frozen=True)

@@ -12,95 +12,64 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING
 
-from edge.analyzer import Visitor
-from edge.contract import HourlyRecord, decode, encode
+from edge.wire.contract import HourlyRecord, encode
+from edge.wire.sqlite import LogError, Schema, connect_durable, decode_record, hourly_query, migrate_sqlite, transaction
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS visits (
-    id INTEGER PRIMARY KEY,
-    device TEXT NOT NULL,
-    track INTEGER NOT NULL,
-    first_seen REAL NOT NULL,
-    last_seen REAL NOT NULL,
-    frames INTEGER NOT NULL,
-    gender TEXT,
-    p_female REAL,
-    age REAL,
-    age_band TEXT
-);
-CREATE INDEX IF NOT EXISTS visits_first_seen ON visits (first_seen);
-CREATE TABLE IF NOT EXISTS hourly (
-    device TEXT NOT NULL,
-    hour TEXT NOT NULL,
-    revision INTEGER NOT NULL,
-    record TEXT NOT NULL,
-    delivered INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (device, hour)
-);
-CREATE TABLE IF NOT EXISTS state (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
-    time REAL NOT NULL,
-    kind TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT ''
-);
-"""
+if TYPE_CHECKING:
+    from edge.vision.analyzer import Visitor
 
-
-def connect_durable(path: Path, busy_timeout_s: float = 5.0) -> sqlite3.Connection:
-    """A SQLite connection for a log that must survive crashes and power loss (edge and central):
-    WAL, so readers (stats, export) never block the writer; synchronous=FULL, so a commit is on
-    disk before we acknowledge anything, at an fsync per commit; autocommit mode, so every write
-    is its own transaction unless grouped by `transaction()`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_s)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    return conn
-
-
-@contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """All or nothing, even on kill -9. IMMEDIATE takes the write lock up front, so two writers
-    queue instead of deadlocking."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-def hourly_query(
-    device: str | None = None, since: str | None = None, until: str | None = None, column: str = "record"
-) -> tuple[str, list[str]]:
-    """The SELECT (with `?` placeholders) and parameters for hourly records of one device or all,
-    hours in [since, until], oldest first: one query for the edge log, the central log (SQLite
-    and PostgreSQL share the `hourly` table's layout) and `aicctv stats`."""
-    where = "hour >= ? AND hour <= ?" + (" AND device = ?" if device else "")
-    # Hour strings sort by time, so these bounds are the whole range when none is given.
-    params = [since or "", until or "9999", *([device] if device else [])]
-    return f"SELECT {column} FROM hourly WHERE {where} ORDER BY hour, device", params
-
-
-def decode_record(text: str) -> HourlyRecord:
-    return cast(HourlyRecord, decode(HourlyRecord, text.encode()))
+SCHEMA = Schema(
+    "edge log",
+    (
+        """CREATE TABLE visits (
+            id INTEGER PRIMARY KEY,
+            device TEXT NOT NULL,
+            track INTEGER NOT NULL,
+            first_seen REAL NOT NULL,
+            last_seen REAL NOT NULL,
+            frames INTEGER NOT NULL,
+            gender TEXT,
+            p_female REAL,
+            age REAL,
+            age_band TEXT
+        )""",
+        """CREATE INDEX visits_first_seen ON visits (first_seen)""",
+        """CREATE TABLE hourly (
+            device TEXT NOT NULL,
+            hour TEXT NOT NULL,
+            revision INTEGER NOT NULL,
+            record TEXT NOT NULL,
+            delivered INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (device, hour)
+        )""",
+        """CREATE TABLE state (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        )""",
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            time REAL NOT NULL,
+            kind TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT ''
+        )""",
+    ),
+)
 
 
 class EdgeStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.conn = connect_durable(self.path)
-        self.conn.executescript(SCHEMA)
+        try:
+            self.conn = connect_durable(self.path)
+            migrate_sqlite(self.conn, SCHEMA, str(self.path))
+        except sqlite3.DatabaseError as exc:
+            raise LogError(
+                f"{self.path} is not a readable edge log ({exc}): move it aside, or point storage.db elsewhere"
+            ) from None
 
     def close(self) -> None:
         self.conn.close()

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge.detections import NUM_KEYPOINTS, Detections, containment, iou_matrix
-from edge.models import model_path
-from edge.runtime import TFLiteModel
+from edge.vision.detections import NUM_KEYPOINTS, Detections, containment, iou_matrix
+from edge.vision.model_files import model_path
+from edge.vision.runtime import TFLiteModel
 
 # MediaPipe clips raw scores at ±100 before the sigmoid; 80 keeps float32 exp() finite.
 _RAW_SCORE_LIMIT = 80.0

@@ -20,7 +20,7 @@ def models_dir() -> Path:
     override = os.environ.get("AICCTV_MODELS_DIR")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parent.parent / "models" / "tflite"
+    return Path(__file__).resolve().parents[2] / "models" / "tflite"
 
 
 def model_path(name: str) -> Path:

@@ -21,12 +21,23 @@ from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from edge.classify import AGE_BANDS
-
 SCHEMA_VERSION = 1
 DEFAULT_PREFIX = "aicctv"
 MAX_PAYLOAD_BYTES = 16 * 1024
 GENDERS = ("female", "male")
+# Ages are bucketed into decades on the wire; the classifier predicts up to MAX_AGE years.
+AGE_BANDS = ("0-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60+")
+MAX_AGE = 100
+
+
+def age_band(age: float) -> str:
+    return AGE_BANDS[min(int(age) // 10, len(AGE_BANDS) - 1)]
+
+
+def gender_of(p_female: float) -> str:
+    return "female" if p_female >= 0.5 else "male"
+
+
 # Retained on <prefix>/<device>/status: the daemon is up (online), gone (offline, also the last
 # will), or up but without frames from its camera or stream (source-lost).
 STATUS_ONLINE, STATUS_OFFLINE, STATUS_SOURCE_LOST = "online", "offline", "source-lost"

@@ -1,0 +1,98 @@
+"""The edge daemon's configuration (`aicctv edge run --config edge.toml`), documented with every
+default in `deploy/edge.toml` (regenerate with `aicctv config defaults edge`).
+
+    [device]  id = "shop-1"
+    [source]  spec = "/dev/video0"
+    [vision]  min_face = 40
+    [mqtt]    broker = "mqtt://broker.local:1883"
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+from edge.vision.config import VisionConfig
+from edge.wire.config import MqttLinkSection, check_contract, setting
+from edge.wire.contract import check_device_id
+
+HEADER = """
+aicctv edge daemon configuration: `aicctv edge run --config deploy/edge.toml`.
+Every value below is the default; delete what you do not change. Each setting can also be
+given as an environment variable AICCTV_<SECTION>_<KEY> (e.g. AICCTV_MQTT_BROKER), or on the
+command line (--set section.key=value, or the flag named beside it); flags beat the
+environment, which beats this file. Check a file: `aicctv config check FILE`.
+Generated from the settings' declarations by `aicctv config defaults edge`: edit those, not this.
+"""
+
+
+def _host_name() -> str:
+    return socket.gethostname().split(".")[0] or "edge"
+
+
+@dataclass(frozen=True)
+class DeviceSection:
+    id: str = setting(
+        default_factory=_host_name,
+        check=lambda v, n: check_contract(check_device_id, v, n),
+        flag="--device-id",
+        metavar="D",
+        example="shop-1",
+        help="this device's id in MQTT topics and in the central log: 1-64 of A-Z a-z 0-9 _ . - "
+        "(default: the host name)",
+    )
+
+
+@dataclass(frozen=True)
+class SourceSection:
+    spec: str = setting(
+        "0",
+        flag="--source",
+        metavar="S",
+        help='"picamera2" (Raspberry Pi camera), a V4L2 device ("0", "/dev/video0"), an RTSP/HTTP URL, '
+        'a GStreamer pipeline (contains "!"), or a video file',
+    )
+    reconnect_max_s: float = setting(
+        60.0, ge=0.1, le=3600, help="a lost camera or stream is reopened after 1 s, 2 s, 4 s … up to this many seconds"
+    )
+
+
+@dataclass(frozen=True)
+class MqttSection(MqttLinkSection):
+    live_interval_s: float = setting(1.0, ge=0.1, le=3600, help="live counts every this many seconds (QoS 0)")
+    flush_timeout_s: float = setting(
+        30.0, ge=0.0, le=86400, help="--until-end waits this long for the broker to take the last records"
+    )
+
+
+@dataclass(frozen=True)
+class StorageSection:
+    db: str = setting(
+        "aicctv-edge.db",
+        flag="--db",
+        metavar="FILE",
+        help="the local SQLite log (visits, hourly records, delivery state); the systemd unit sets "
+        "AICCTV_STORAGE_DB=/var/lib/aicctv/edge.db",
+    )
+    # A device left alone for years must not fill its SD card; hourly records are a few KB a day.
+    retention_days: int = setting(
+        365, ge=1, le=36500, help="visits and events older than this many days are deleted (hourly records are kept)"
+    )
+
+
+@dataclass(frozen=True)
+class HourlySection:
+    grace_s: float = setting(60.0, ge=0.0, le=3600, help="an hour is closed and published this long after it ends")
+    max_gap_s: float = setting(
+        2.0, ge=0.01, le=3600, help="a gap between frames longer than this is not counted as coverage"
+    )
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    device: DeviceSection = field(default_factory=DeviceSection)
+    source: SourceSection = field(default_factory=SourceSection)
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    mqtt: MqttSection = field(default_factory=MqttSection)
+    storage: StorageSection = field(default_factory=StorageSection)
+    hourly: HourlySection = field(default_factory=HourlySection)

@@ -1,0 +1,1 @@
+"""Frames in, faces and visitors out: source → detect → align → classify → track, as one `Analyzer`."""

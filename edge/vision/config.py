@@ -1,0 +1,49 @@
+"""The `[vision]` settings: the face pipeline's knobs, declared once for the config file, the
+environment, `aicctv analyze`'s flags and the `Analyzer` itself. Imports nothing heavy, so a
+configuration can be checked without loading OpenCV or TFLite."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edge.wire.config import setting
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    detector: str = setting(
+        "full",
+        choices=("full", "short"),
+        flag="--detector",
+        help='BlazeFace model: "full" range (faces up to ~5 m) or "short" range (~2 m, faster)',
+    )
+    score: float | None = setting(
+        None,
+        ge=0.0,
+        le=1.0,
+        flag="--score",
+        metavar="S",
+        example=0.5,
+        help="detection score threshold; higher: fewer false faces, more missed (unset: the detector's own, 0.5)",
+    )
+    min_face: int = setting(
+        40,
+        ge=8,
+        le=4096,
+        flag="--min-face",
+        metavar="PX",
+        help="smallest face width in pixels to look for; large frames are searched in windows to reach it",
+    )
+    tiles: bool = setting(
+        True, flag="--tiles", help="search large frames in windows to reach min_face (off: faster, misses small faces)"
+    )
+    threads: int = setting(1, ge=1, le=64, flag="--threads", metavar="N", help="TFLite threads per model")
+    flip: bool = setting(
+        True, flag="--flip", help="classify each crop and its mirror image, averaged (off: once, faster)"
+    )
+    max_classifications: int = setting(6, ge=1, le=100, help="age/gender estimates at most per tracked person")
+    classify_every: int = setting(4, ge=1, le=1000, help="frames between a person's estimates, doubling after each one")
+    forget_after_s: float = setting(
+        1.5, ge=0.1, le=60.0, help="a person unseen this many seconds has left: their visit ends"
+    )
+    min_hits: int = setting(3, ge=1, le=100, help="frames a face must be seen in before it counts as a person")
