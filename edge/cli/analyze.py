@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,14 @@ from edge.vision.config import VisionConfig
 from edge.wire.config import add_flags, load_section
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from edge.vision.analyzer import Analyzer, Face, Visitor
+
+# A 50-megapixel image is a large photo; a decoded 30000x30000 PNG would take 2.7 GB.
+DEFAULT_MAX_PIXELS = 50_000_000
+# OpenCV's own hard limit (2^30 pixels).
+MAX_PIXELS_CEILING = 1 << 30
 
 
 def expand_inputs(paths: list[Path]) -> Iterator[Path]:
@@ -60,6 +68,8 @@ def analyze_video(analyzer: Analyzer, path: Path, as_json: bool, progress: bool)
 
     from edge.vision.sources import SourceError, VideoSource
 
+    if shown(path) != str(path):
+        raise SourceError(f"{shown(path)}: a video's file name must be valid UTF-8 for OpenCV: rename it")
     source = VideoSource(str(path))
     try:
         frames_total = source.frame_count or None
@@ -91,17 +101,59 @@ def analyze_video(analyzer: Analyzer, path: Path, as_json: bool, progress: bool)
         print(f"{path}: {visitors} visitors in {frames} frames at {fps:.1f} fps (ms/frame: {stages})")
 
 
-def cmd_analyze(args: argparse.Namespace) -> int:
+def shown(path: Path) -> str:
+    """A file name fit to print: bytes that are not UTF-8 (kept by Python as surrogates) replaced."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def read_image(path: Path, max_pixels: int) -> np.ndarray:
+    """Decode an image file under a pixel cap. The bytes are read by Python, so OpenCV never sees
+    a file name (one that is not UTF-8 crashed it); a file cut short is decoded as far as it goes,
+    with a warning on stderr."""
     import cv2
+    import numpy as np
+
+    from edge.vision.sources import SourceError
+
+    data = path.read_bytes()
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        if "MAX_IMAGE_PIXELS" not in str(exc):
+            raise SourceError(f"{shown(path)}: not a readable image ({str(exc).strip().splitlines()[-1]})") from None
+        raise SourceError(
+            f"{shown(path)}: more than {max_pixels:,} pixels (--max-pixels); raise it to analyse this image"
+        ) from None
+    if image is None:
+        raise SourceError(f"{shown(path)}: not a readable image (corrupt or unsupported format)")
+    if _truncated(data):
+        print(f"warning: {shown(path)}: the file is cut short; analysed what could be decoded", file=sys.stderr)
+    return image
+
+
+def _truncated(data: bytes) -> bool:
+    """A JPEG without its end-of-image marker, or a PNG without its IEND chunk."""
+    if data.startswith(b"\xff\xd8"):
+        return not data.rstrip(b"\0").endswith(b"\xff\xd9")
+    if data.startswith(b"\x89PNG"):
+        return not data.endswith(b"IEND\xaeB`\x82")
+    return False
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    missing = [shown(p) for p in args.paths if not p.exists()]
+    if missing:
+        args.parser.error(f"no such file or folder: {', '.join(missing)}")
+    if not 1 <= args.max_pixels <= MAX_PIXELS_CEILING:
+        args.parser.error(f"--max-pixels {args.max_pixels}: must be between 1 and {MAX_PIXELS_CEILING:,}")
+    config = load_section(VisionConfig, "vision", args)
+    # Read by OpenCV at its first decode: set before any image is decoded in this process.
+    os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(args.max_pixels)
     from tqdm import tqdm
 
     from edge.vision.analyzer import Analyzer
     from edge.vision.sources import VIDEO_EXTENSIONS, SourceError
 
-    missing = [str(p) for p in args.paths if not p.exists()]
-    if missing:
-        args.parser.error(f"no such file or folder: {', '.join(missing)}")
-    config = load_section(VisionConfig, "vision", args)
     files = list(expand_inputs(args.paths))
     analyzer = Analyzer(config)
     interactive = sys.stderr.isatty()
@@ -113,16 +165,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             if path.suffix.lower() in VIDEO_EXTENSIONS:
                 analyze_video(analyzer, path, args.json, interactive)
                 continue
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             bar.update(1)
-            if image is None:
-                raise SourceError(f"{path}: not a readable image (corrupt or unsupported format)")
+            image = read_image(path, args.max_pixels)
             faces = analyzer.faces(image, assume_face=args.assume_face)
             if args.json:
                 print(json.dumps({"file": str(path), "faces": [f.to_json() for f in faces]}), flush=True)
             else:
                 bar.clear()
-                print("\n".join(_face_rows(path, faces)))
+                print("\n".join(_face_rows(Path(shown(path)), faces)))
         except SourceError as exc:
             failed += 1
             bar.clear()
@@ -155,6 +205,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--assume-face",
         action="store_true",
         help="each image is one face crop (skip detection; still aligned like training data)",
+    )
+    analyze.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS:,}: 50 Mpx, "
+        "about 600 MB while decoding)",
     )
     add_flags(analyze.add_argument_group("vision pipeline"), VisionConfig, section="vision")
     analyze.set_defaults(func=cmd_analyze, parser=analyze)

@@ -5,6 +5,8 @@ so `aicctv central --help` never touches the vision stack."""
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 
 from edge.cli import analyze, central, config, demo, edge, stats, watch
@@ -46,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `aicctv stats | head`: the reader left. Point stdout at /dev/null so the interpreter's
+        # final flush does not fail again, and exit as a program killed by SIGPIPE would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from edge.vision.config import VisionConfig
 from edge.vision.detect import FaceDetector
 from edge.vision.detections import LEFT_EYE, NOSE_TIP, RIGHT_EYE, Detections
 from edge.vision.sources import Frame
-from edge.vision.track import Track, Tracker, appearances
+from edge.vision.track import MultiTracker, Track, Tracker, appearances
 from edge.wire.contract import age_band, gender_of
 
 STAGES = ("decode", "detect", "align", "classify", "track")
@@ -156,7 +156,7 @@ class Tracking:
     classification samples. It round-trips through JSON exactly (`snapshot`, `restore`), so a
     replay stopped or killed mid-visit resumes with the people in view instead of losing them."""
 
-    tracker: Tracker
+    tracker: MultiTracker
     samples: defaultdict[int, _TrackSamples] = field(default_factory=lambda: defaultdict(_TrackSamples))
 
     def snapshot(self) -> dict:

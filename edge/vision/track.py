@@ -11,6 +11,7 @@ and ends once unseen for `forget_after_s` seconds; a person who comes back later
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -136,38 +137,79 @@ class Track:
 def match(
     tracks: list[Track], boxes: np.ndarray, features: np.ndarray, now: float, iou_threshold: float, distance_gate: float
 ) -> tuple[list[tuple[int, int]], list[int], list[int]]:
-    """Pairs (track index, detection index), then unmatched track and detection indices."""
-    pairs: list[tuple[int, int]] = []
-    free_tracks = list(range(len(tracks)))
-    free_boxes = list(range(len(boxes)))
+    """Pairs (track index, detection index), then unmatched track and detection indices: first by
+    overlap, then the rest by distance (fast or briefly hidden faces)."""
     if not tracks or not len(boxes):
-        return pairs, free_tracks, free_boxes
+        return [], list(range(len(tracks))), list(range(len(boxes)))
     looks = similarity(np.stack([t.feature for t in tracks]), features)
+    pairs = _overlap_pairs(tracks, boxes, looks, iou_threshold)
+    free_tracks, free_boxes = _unpaired(len(tracks), len(boxes), pairs)
+    if free_tracks and free_boxes:
+        pairs += _nearby_pairs(tracks, boxes, looks, free_tracks, free_boxes, now, distance_gate)
+        free_tracks, free_boxes = _unpaired(len(tracks), len(boxes), pairs)
+    return pairs, free_tracks, free_boxes
+
+
+def _unpaired(tracks: int, boxes: int, pairs: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    paired_tracks, paired_boxes = {t for t, _ in pairs}, {b for _, b in pairs}
+    return [i for i in range(tracks) if i not in paired_tracks], [j for j in range(boxes) if j not in paired_boxes]
+
+
+def _overlap_pairs(
+    tracks: list[Track], boxes: np.ndarray, looks: np.ndarray, iou_threshold: float
+) -> list[tuple[int, int]]:
+    """Cost: IoU weighted by colour similarity, which settles crossings. Gate: enough overlap."""
     iou = iou_matrix(np.stack([t.box for t in tracks]), boxes)
     rows, cols = linear_sum_assignment(-iou * looks)
-    pairs = [(r, c) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= iou_threshold]
-    free_tracks = [i for i in free_tracks if i not in {p[0] for p in pairs}]
-    free_boxes = [j for j in free_boxes if j not in {p[1] for p in pairs}]
-    if free_tracks and free_boxes:
-        pred = np.stack([tracks[i].box for i in free_tracks])
-        det = boxes[free_boxes]
-        width = np.maximum((pred[:, 2] - pred[:, 0])[:, None], (det[:, 2] - det[:, 0])[None, :])
-        pred_c = (pred[:, :2] + pred[:, 2:]) / 2
-        det_c = (det[:, :2] + det[:, 2:]) / 2
-        distance = np.linalg.norm(pred_c[:, None] - det_c[None], axis=2) / np.maximum(width, 1.0)
-        ratio = (det[:, 2] - det[:, 0])[None, :] / np.maximum(pred[:, 2] - pred[:, 0], 1.0)[:, None]
-        unseen = np.array([now - tracks[i].last_seen for i in free_tracks])[:, None]
-        # A track seen once has no velocity estimate yet, so its prediction lags a moving face.
-        unknown_velocity = np.array([tracks[i].hits == 1 for i in free_tracks])[:, None]
-        gate = distance_gate * (1 + unseen) * np.where(unknown_velocity, 2.0, 1.0)
-        alike = looks[np.ix_(free_tracks, free_boxes)] >= MIN_APPEARANCE
-        allowed = (distance <= gate) & (ratio > 0.5) & (ratio < 2.0) & alike
-        rows, cols = linear_sum_assignment(np.where(allowed, distance, 1e6))
-        second = [(free_tracks[r], free_boxes[c]) for r, c in zip(rows, cols, strict=True) if allowed[r, c]]
-        pairs += second
-        free_tracks = [i for i in free_tracks if i not in {p[0] for p in second}]
-        free_boxes = [j for j in free_boxes if j not in {p[1] for p in second}]
-    return pairs, free_tracks, free_boxes
+    return [(r, c) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= iou_threshold]
+
+
+def _nearby_pairs(
+    tracks: list[Track],
+    boxes: np.ndarray,
+    looks: np.ndarray,
+    free_tracks: list[int],
+    free_boxes: list[int],
+    now: float,
+    distance_gate: float,
+) -> list[tuple[int, int]]:
+    """Cost: centre distance in face widths. Gate: within a distance that widens the longer a
+    track has been unseen, of a similar size, and alike in colour (these matches are riskier)."""
+    pred = np.stack([tracks[i].box for i in free_tracks])
+    det = boxes[free_boxes]
+    width = np.maximum((pred[:, 2] - pred[:, 0])[:, None], (det[:, 2] - det[:, 0])[None, :])
+    pred_c = (pred[:, :2] + pred[:, 2:]) / 2
+    det_c = (det[:, :2] + det[:, 2:]) / 2
+    distance = np.linalg.norm(pred_c[:, None] - det_c[None], axis=2) / np.maximum(width, 1.0)
+    ratio = (det[:, 2] - det[:, 0])[None, :] / np.maximum(pred[:, 2] - pred[:, 0], 1.0)[:, None]
+    unseen = np.array([now - tracks[i].last_seen for i in free_tracks])[:, None]
+    # A track seen once has no velocity estimate yet, so its prediction lags a moving face.
+    unknown_velocity = np.array([tracks[i].hits == 1 for i in free_tracks])[:, None]
+    gate = distance_gate * (1 + unseen) * np.where(unknown_velocity, 2.0, 1.0)
+    alike = looks[np.ix_(free_tracks, free_boxes)] >= MIN_APPEARANCE
+    allowed = (distance <= gate) & (ratio > 0.5) & (ratio < 2.0) & alike
+    rows, cols = linear_sum_assignment(np.where(allowed, distance, 1e6))
+    return [(free_tracks[r], free_boxes[c]) for r, c in zip(rows, cols, strict=True) if allowed[r, c]]
+
+
+class MultiTracker(Protocol):
+    """What the analyzer needs of a tracker, so another one (e.g. ByteTrack-style) can be swapped in.
+    Ids are 0 while a track is tentative; ended tracks are returned once, when they end."""
+
+    visitors: int
+
+    def update(
+        self, boxes: np.ndarray, timestamp: float, features: np.ndarray | None = None
+    ) -> tuple[np.ndarray, list[Track]]: ...
+
+    def finish(self) -> list[Track]: ...
+
+    def snapshot(self) -> dict: ...
+
+    def restore(self, snapshot: dict) -> None: ...
+
+    @property
+    def in_view(self) -> list[Track]: ...
 
 
 class Tracker:
@@ -197,14 +239,26 @@ class Tracker:
     ) -> tuple[np.ndarray, list[Track]]:
         if features is None:
             features = np.full((len(boxes), 1), 1.0, np.float32)
-        dt = 0.0 if self.last_time is None else max(timestamp - self.last_time, 0.0)
-        self.last_time = timestamp
-        for track in self.tracks:
-            track.box = track.kalman.predict(dt)
+        self._predict(timestamp)
         pairs, free_tracks, free_boxes = match(
             self.tracks, boxes, features, timestamp, self.iou_threshold, self.distance_gate
         )
         ids = np.zeros(len(boxes), np.int64)
+        absorbed = self._follow(pairs, boxes, features, timestamp, ids)
+        self._spawn(free_boxes, boxes, features, timestamp, ids)
+        return ids, self._retire(timestamp, set(free_tracks), absorbed)
+
+    def _predict(self, timestamp: float) -> None:
+        dt = 0.0 if self.last_time is None else max(timestamp - self.last_time, 0.0)
+        self.last_time = timestamp
+        for track in self.tracks:
+            track.box = track.kalman.predict(dt)
+
+    def _follow(
+        self, pairs: list[tuple[int, int]], boxes: np.ndarray, features: np.ndarray, now: float, ids: np.ndarray
+    ) -> list[Track]:
+        """Move matched tracks to their boxes and confirm those seen often enough; returns the lost
+        tracks that confirmed ones revived (to be dropped). Fills `ids` for the matched boxes."""
         matched = {t for t, _ in pairs}
         absorbed: list[Track] = []
         for t, b in pairs:
@@ -215,41 +269,45 @@ class Tracker:
                 track.kalman.update(boxes[b])
                 track.box = track.kalman.box
                 track.feature = 0.7 * track.feature + 0.3 * features[b]
-            track.last_seen = timestamp
+            track.last_seen = now
             track.hits += 1
             if not track.confirmed and track.hits >= self.min_hits:
                 lost = [other for i, other in enumerate(self.tracks) if i not in matched and other not in absorbed]
-                absorbed += self._confirm(track, lost, timestamp)
+                absorbed += self._confirm(track, lost, now)
             ids[b] = track.id
-        # An unmatched box mostly inside a live track's box is part of that person (half hidden
-        # behind something, or a partial detection), not someone new.
+        return absorbed
+
+    def _spawn(
+        self, free_boxes: list[int], boxes: np.ndarray, features: np.ndarray, now: float, ids: np.ndarray
+    ) -> None:
+        """A tentative track for each unmatched box, unless the box is mostly inside a live track's
+        box: that is part of the same person (half hidden, or a partial detection), not someone new."""
         live = [t.box for t in self.tracks if t.confirmed]
         for b in free_boxes:
             if live and max(containment(box, boxes[b : b + 1])[0] for box in live) > 0.5:
                 continue
-            self.tracks.append(
-                Track(boxes[b].astype(np.float32), timestamp, timestamp, KalmanBox(boxes[b]), features[b])
-            )
+            self.tracks.append(Track(boxes[b].astype(np.float32), now, now, KalmanBox(boxes[b]), features[b]))
             if self.min_hits <= 1:
                 self.visitors += 1
                 self.tracks[-1].id = self.visitors
                 ids[b] = self.visitors
+
+    def _retire(self, now: float, missed: set[int], absorbed: list[Track]) -> list[Track]:
+        """Drop revived and lost tracks; the confirmed ones among the lost have ended."""
         ended, kept = [], []
         for i, track in enumerate(self.tracks):
             if track in absorbed:
                 continue
-            unseen = timestamp - track.last_seen
             # A tentative track that misses a frame was most likely a false detection.
-            lost = unseen > self.forget_after_s or (
-                not track.confirmed and i in free_tracks and track.hits < self.min_hits
+            lost = now - track.last_seen > self.forget_after_s or (
+                not track.confirmed and i in missed and track.hits < self.min_hits
             )
-            if lost:
-                if track.confirmed:
-                    ended.append(track)
-            else:
+            if not lost:
                 kept.append(track)
+            elif track.confirmed:
+                ended.append(track)
         self.tracks = kept
-        return ids, ended
+        return ended
 
     def _confirm(self, track: Track, unmatched: list[Track], now: float) -> list[Track]:
         """Make a tentative track a visitor, unless it continues a confirmed track lost moments
