@@ -27,6 +27,7 @@ from edge.vision.config import VisionConfig
 from edge.vision.detect import FaceDetector
 from edge.vision.detections import LEFT_EYE, NOSE_TIP, RIGHT_EYE, Detections
 from edge.vision.sources import Frame
+from edge.vision.still import StillFilter
 from edge.vision.track import MultiTracker, Track, Tracker, appearances
 from edge.wire.contract import age_band, gender_of
 
@@ -91,6 +92,19 @@ class Visitor:
         }
 
 
+@dataclass(frozen=True)
+class StaticFace:
+    """A face-like thing that stayed put for `static_after_s`: where, and since when."""
+
+    track: int
+    box: np.ndarray
+    since: float
+
+    def to_json(self) -> dict:
+        x1, y1, x2, y2 = (round(float(v), 1) for v in self.box)
+        return {"static_track": self.track, "box": [x1, y1, round(x2 - x1, 1), round(y2 - y1, 1)], "since": self.since}
+
+
 @dataclass
 class FrameResult:
     """What one frame produced: its detections, the track id of each (0 = not yet confirmed),
@@ -102,6 +116,8 @@ class FrameResult:
     track_ids: np.ndarray
     in_view: int
     ended: list[Visitor]
+    # Tracks found static at this frame (a poster, a mannequin): never counted, reported once.
+    static: list[StaticFace] = field(default_factory=list)
 
 
 @dataclass
@@ -157,11 +173,13 @@ class Tracking:
     replay stopped or killed mid-visit resumes with the people in view instead of losing them."""
 
     tracker: MultiTracker
+    still: StillFilter
     samples: defaultdict[int, _TrackSamples] = field(default_factory=lambda: defaultdict(_TrackSamples))
 
     def snapshot(self) -> dict:
         return {
             "tracker": self.tracker.snapshot(),
+            "still": self.still.snapshot(),
             "samples": {
                 str(track_id): {
                     "since_sample": state.since_sample,
@@ -175,6 +193,9 @@ class Tracking:
 
     def restore(self, snapshot: dict) -> None:
         self.tracker.restore(snapshot["tracker"])
+        # Checkpoints written before static detection existed have no "still" part.
+        if "still" in snapshot:
+            self.still.restore(snapshot["still"])
         self.samples.clear()
         for track_id, state in snapshot["samples"].items():
             self.samples[int(track_id)] = _TrackSamples(
@@ -226,7 +247,8 @@ class Analyzer:
 
     def tracking(self) -> Tracking:
         """A fresh tracking state for `track`, with this analyzer's tracker settings."""
-        return Tracking(Tracker(min_hits=self.config.min_hits, forget_after_s=self.config.forget_after_s))
+        tracker = Tracker(min_hits=self.config.min_hits, forget_after_s=self.config.forget_after_s)
+        return Tracking(tracker, StillFilter(self.config.static_after_s))
 
     def track(self, frames: Iterable[Frame], tracking: Tracking | None = None) -> Iterator[FrameResult]:
         """Follow people through a stream of frames; the last result carries every visitor still in
@@ -236,7 +258,7 @@ class Analyzer:
         in place, so after each result it holds the state at that result's frame. Closing the
         generator early leaves the people in view in it rather than ending them."""
         tracking = tracking or self.tracking()
-        tracker, samples = tracking.tracker, tracking.samples
+        tracker, still, samples = tracking.tracker, tracking.still, tracking.samples
         iterator = iter(frames)
         while True:
             with self.times.stage("decode"):
@@ -254,10 +276,16 @@ class Analyzer:
             with self.times.stage("track"):
                 features = appearances(frame.image, found.boxes)
                 ids, ended = tracker.update(found.boxes, frame.timestamp, features)
+            static = []
             for i in np.flatnonzero(ids):
-                self._maybe_classify(samples[int(ids[i])], frame.image, found.keypoints[i], found.boxes[i])
-            yield FrameResult(frame, found, ids, len(tracker.in_view), self._visitors(ended, samples))
-        leftover = self._visitors(tracker.finish(), samples)
+                track_id = int(ids[i])
+                if still.observe(track_id, found.boxes[i], found.keypoints[i], frame.timestamp):
+                    static.append(StaticFace(track_id, found.boxes[i].copy(), still.tracks[track_id].since))
+                if still.countable(track_id):
+                    self._maybe_classify(samples[track_id], frame.image, found.keypoints[i], found.boxes[i])
+            in_view = sum(still.countable(t.id) for t in tracker.in_view)
+            yield FrameResult(frame, found, ids, in_view, self._visitors(ended, tracking), static)
+        leftover = self._visitors(tracker.finish(), tracking)
         yield FrameResult(None, Detections.empty(), np.zeros(0, np.int64), 0, leftover)
 
     def _maybe_classify(self, state: _TrackSamples, image: np.ndarray, keypoints: np.ndarray, box: np.ndarray) -> None:
@@ -275,13 +303,19 @@ class Analyzer:
         state.best_quality = max(state.best_quality, quality)
         state.samples.append((quality, self.estimate(image, keypoints)))
 
-    def _visitors(self, ended: list[Track], samples: dict[int, _TrackSamples]) -> list[Visitor]:
-        """Ended tracks as visitors, their estimates combined over the best-quality samples."""
+    def _visitors(self, ended: list[Track], tracking: Tracking) -> list[Visitor]:
+        """Ended tracks as visitors, their estimates combined over the best-quality samples;
+        static things are not visitors."""
         visitors = []
         for track in ended:
-            state = samples.pop(track.id, _TrackSamples())
+            state = tracking.samples.pop(track.id, _TrackSamples())
+            countable = tracking.still.countable(track.id)
+            first_seen = tracking.still.first_seen(track.id, track.first_seen)
+            tracking.still.forget(track.id)
+            if not countable:
+                continue
             p_female, age = state.combined(keep=max(1, self.config.max_classifications // 2 + 1))
             visitors.append(
-                Visitor(track.id, track.first_seen, track.last_seen, track.hits, p_female, age, len(state.samples))
+                Visitor(track.id, first_seen, track.last_seen, track.hits, p_female, age, len(state.samples))
             )
         return visitors

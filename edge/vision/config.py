@@ -47,3 +47,10 @@ class VisionConfig:
         1.5, ge=0.1, le=60.0, help="a person unseen this many seconds has left: their visit ends"
     )
     min_hits: int = setting(3, ge=1, le=100, help="frames a face must be seen in before it counts as a person")
+    static_after_s: float = setting(
+        120.0,
+        ge=1.0,
+        le=86400.0,
+        help="a face that has not moved for this many seconds is a thing (a poster, a mannequin): it is "
+        "never counted, and logged once so an exclusion zone can be drawn around it",
+    )
