@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import re
 import shutil
 import stat
@@ -139,6 +140,21 @@ def test_systemd_analyze_verify(installed, unit, tmp_path):
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
 
 
+def unit_setting(unit: str, key: str) -> list[str]:
+    """Every value of `key` in the shipped unit, space-separated lists split."""
+    text = (REPO / "systemd" / unit).read_text()
+    return [value for line in re.findall(rf"^{key}=(.*)$", text, re.M) for value in line.split()]
+
+
+def test_edge_unit_starts_once_the_clock_is_set():
+    """Hourly records are stamped by the clock: after timesyncd set it (time-set.target) and after
+    an NTP sync where the system waits for one (time-sync.target). Pulling time-sync.target in
+    is for the services that reach it (systemd.special(7)), not for its users."""
+    after = unit_setting("aicctv-edge.service", "After")
+    assert {"time-set.target", "time-sync.target"} <= set(after), after
+    assert "time-sync.target" not in unit_setting("aicctv-edge.service", "Wants")
+
+
 @pytest.mark.parametrize(("unit", "ceiling"), [("aicctv-edge.service", 3.0), ("aicctv-central.service", 3.0)])
 def test_systemd_security_exposure(unit, ceiling):
     result = run(ANALYZE, "security", "--offline=true", "--no-pager", REPO / "systemd" / unit, check=False)
@@ -202,9 +218,16 @@ def test_provision_usage_errors(tmp_path, args):
 
 
 def test_scripts_have_help_and_parse():
-    for script in (INSTALL, FIRSTBOOT / "setup.sh", FIRSTBOOT / "firstrun.sh"):
+    for script in (INSTALL, FIRSTBOOT / "setup.sh", FIRSTBOOT / "firstrun.sh", FIRSTBOOT / "forget-password"):
         run("bash", "-n", script)
-    for script in (INSTALL, PROVISION, FIRSTBOOT / "render", FIRSTBOOT / "setup.sh", FIRSTBOOT / "firstrun.sh"):
+    for script in (
+        INSTALL,
+        PROVISION,
+        FIRSTBOOT / "render",
+        FIRSTBOOT / "setup.sh",
+        FIRSTBOOT / "firstrun.sh",
+        FIRSTBOOT / "forget-password",
+    ):
         assert run(script, "--help").stdout.strip(), script
     bad = run(INSTALL, "--role", "toaster", check=False)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
@@ -238,3 +261,38 @@ def test_render_user_data_is_valid_cloud_config(tmp_path):
         "--out", script)  # fmt: skip
     run("bash", "-n", script)
     assert not re.search(r"^[^#]*@[A-Z_]+@", script.read_text(), re.M)
+
+
+def test_first_boot_overwrites_every_copy_of_the_password(tmp_path):
+    """What setup.sh runs once provision has the password: the boot partition's user-data and
+    cloud-init's copies keep their shape, without the password."""
+    secret = "0123456789abcdef0123456789abcdef0123456789abcdef"
+    (tmp_path / "pw").write_text(secret + "\n")
+    (tmp_path / "key.pub").write_text("ssh-ed25519 AAAAC3Nza admin@laptop\n")
+    root = tmp_path / "root"
+    boot = root / "boot" / "firmware" / "user-data"
+    boot.parent.mkdir(parents=True)
+    run(
+        FIRSTBOOT / "render", "--device-id", "shop-3", "--broker", "mqtts://central.example:8883",
+        "--username", "shop-3", "--password-file", tmp_path / "pw", "--ssh-key-file", tmp_path / "key.pub",
+        "--repo-url", "https://git.example/aicctv.git", "--out", boot,
+    )  # fmt: skip
+    instance = root / "var" / "lib" / "cloud" / "instances" / "iid-datasource-none"
+    instance.mkdir(parents=True)
+    (instance / "user-data.txt").write_bytes(boot.read_bytes())
+    (instance / "obj.pkl").write_bytes(pickle.dumps({"userdata_raw": boot.read_text()}))
+    untouched = instance / "vendor-data.txt"
+    untouched.write_text("#cloud-config\n{}\n")
+    mtime = untouched.stat().st_mtime_ns
+
+    done = run(FIRSTBOOT / "forget-password", tmp_path / "pw", "--root", root)
+    assert done.stdout.count("overwrote") == 3, done.stdout
+    for copy in (boot, instance / "user-data.txt", instance / "obj.pkl"):
+        assert secret.encode() not in copy.read_bytes(), copy
+    files = {f["path"]: f["content"] for f in yaml.safe_load(boot.read_text())["write_files"]}
+    assert files["/etc/aicctv/firstboot/mqtt-password"] == "x" * len(secret) + "\n"
+    assert pickle.loads((instance / "obj.pkl").read_bytes())["userdata_raw"] == boot.read_text()
+    assert untouched.stat().st_mtime_ns == mtime
+    # setup.sh runs it after provision, before deleting its own copy.
+    setup = (FIRSTBOOT / "setup.sh").read_text()
+    assert setup.index('"$SRC/deploy/provision"') < setup.index('forget-password" ') < setup.index('rm -f "$DIR/mqtt')

@@ -4,11 +4,12 @@
 #   deploy/firstboot/setup.sh /etc/aicctv/firstboot/settings
 # Installs the apt packages, runs deploy/install.sh and deploy/provision with the settings file
 # (KEY=value lines: DEVICE_ID, BROKER, SOURCE, MQTT_USERNAME, optional EXTRA_INSTALL_ARGS),
-# the password file and CA beside it, then deletes the password copy and starts the service.
+# the password file and CA beside it, then overwrites every other copy of the password
+# (deploy/firstboot/forget-password), deletes its own and starts the service.
 set -euo pipefail
 
 if [[ ${1:-} == -h || ${1:-} == --help || $# -ne 1 ]]; then
-    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
     [[ $# -eq 1 ]] && exit 0 || exit 2
 fi
 SETTINGS=$1
@@ -60,7 +61,11 @@ fi
 grep -q "BEGIN CERTIFICATE" "$DIR/ca.crt" 2>/dev/null && provision_args+=(--ca-file "$DIR/ca.crt")
 echo "firstboot: deploy/provision ${provision_args[*]}"
 "$SRC/deploy/provision" "${provision_args[@]}"
-# The password now lives only in /etc/aicctv/credentials (root, 0600).
+# The password now lives only in /etc/aicctv/credentials (root, 0600): overwrite the copies on
+# the boot partition and in cloud-init's folder, then delete our own.
+if [[ -s $DIR/mqtt-password ]]; then
+    "$SRC/deploy/firstboot/forget-password" "$DIR/mqtt-password"
+fi
 rm -f "$DIR/mqtt-password"
 
 if [[ -f /etc/aicctv/credentials/mqtt-password ]]; then
