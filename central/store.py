@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from central.config import POSTGRES_SCHEMES
-from edge.wire.config import without_password
+from edge.wire.config import redact
 from edge.wire.contract import HourlyRecord, LiveCounts, encode, hour_start, parse_hour
 from edge.wire.sqlite import Schema, connect_durable, decode_record, hourly_query, migrate_sqlite, transaction
 
@@ -170,7 +170,8 @@ class _SQLStore(ABC):
         try:
             yield
         except self._errors as exc:
-            raise StoreError(f"{type(exc).__name__}: {str(exc).strip()}") from exc
+            # One line (drivers add hint lines), and a connection string in it loses its password.
+            raise StoreError(redact(f"{type(exc).__name__}: {' '.join(str(exc).split())}")) from exc
 
     def write(self, batch: Batch) -> int:
         """Write `batch` in one transaction; returns how many hourly rows were inserted or replaced.
@@ -289,7 +290,7 @@ class PostgresStore(_SQLStore):
                 self.conn.execute("CREATE TABLE IF NOT EXISTS aicctv_schema (version INTEGER NOT NULL)")
                 row = self.conn.execute("SELECT version FROM aicctv_schema").fetchone()
                 has_tables = self.conn.execute("SELECT to_regclass('hourly') IS NOT NULL").fetchone()[0]
-                for statement in SCHEMA.steps(row[0] if row else 0, has_tables, without_password(url)):
+                for statement in SCHEMA.steps(row[0] if row else 0, has_tables, redact(url)):
                     self.conn.execute(statement)
                 self.conn.execute("DELETE FROM aicctv_schema")
                 self.conn.execute("INSERT INTO aicctv_schema (version) VALUES (%s)", (SCHEMA.version,))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from edge.cli.common import config_options, hour_range_options, parse_instant
 from edge.daemon.config import EdgeConfig
-from edge.wire.config import ConfigError, add_flags, flag_values, load, render
+from edge.wire.config import ConfigError, add_flags, flag_values, load, redact, render
 from edge.wire.export import FORMATS, write_records
 
 
@@ -35,7 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(number, lambda *_: daemon.stop())
     c = config
     logging.getLogger("aicctv.edge").info(
-        "device %s: source %s → %s, broker %s", c.device.id, c.source.spec, c.storage.db, c.mqtt.broker
+        "device %s: source %s → %s, broker %s", c.device.id, redact(c.source.spec), c.storage.db, redact(c.mqtt.broker)
     )
     summary = daemon.run()
     print(summary.line(), file=sys.stderr)
@@ -71,7 +71,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
             "      replay footage as if filmed from that instant, at full speed, then close every\n"
             "      hour, deliver and exit: hours of footage tested in minutes\n\n"
             "environment: AICCTV_<SECTION>_<KEY> overrides the file, e.g. AICCTV_MQTT_BROKER\n"
-            "exit status: 0 stopped cleanly, 1 source unusable, 2 bad configuration or usage"
+            "exit status: 0 stopped cleanly, 1 source unusable, 2 bad configuration or usage, or a file it\n"
+            "names unusable (the log: a directory, read-only, disk full, newer release; a damaged model)"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -13,7 +13,7 @@ import socket
 from dataclasses import dataclass, field
 
 from edge.vision.config import VisionConfig
-from edge.wire.config import MqttLinkSection, check_contract, setting
+from edge.wire.config import MqttLinkSection, check_contract, check_writable_file, setting
 from edge.wire.contract import check_device_id
 
 HEADER = """
@@ -69,6 +69,7 @@ class MqttSection(MqttLinkSection):
 class StorageSection:
     db: str = setting(
         "aicctv-edge.db",
+        check=check_writable_file,
         flag="--db",
         metavar="FILE",
         help="the local SQLite log (visits, hourly records, delivery state); the systemd unit sets "

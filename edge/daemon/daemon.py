@@ -20,12 +20,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from edge.daemon.config import EdgeConfig
 from edge.daemon.hourly import HourlyTally
 from edge.daemon.store import EdgeStore
 from edge.daemon.uplink import Uplink
 from edge.vision.analyzer import Analyzer, FrameResult
 from edge.vision.sources import Frame, FrameSource, SourceError, open_source
+from edge.wire.config import redact
 from edge.wire.contract import STATUS_ONLINE, STATUS_SOURCE_LOST, HourlyRecord, LiveCounts
 from edge.wire.mqtt import backoff_delay
 from edge.wire.systemd import Notifier
@@ -37,6 +40,13 @@ TRACKING_STATE = "tracking"
 CHECKPOINT_EVERY_S = 5.0
 STATUS_EVERY_S = 5.0
 PRUNE_EVERY_S = 86400.0
+# Smaller frames cannot hold a face the detector finds; they come from broken streams.
+MIN_FRAME_SIDE = 16
+
+
+def usable_image(image: np.ndarray | None) -> bool:
+    """Whether a decoded frame is a colour image the detector can take (H×W×3, not tiny)."""
+    return image is not None and image.ndim == 3 and image.shape[2] == 3 and min(image.shape[:2]) >= MIN_FRAME_SIDE
 
 
 class _ReplayStopped(Exception):
@@ -75,7 +85,9 @@ class EdgeDaemon:
         self.replay = replay_start is not None or Path(config.source.spec).is_file()
         self.replay_start = replay_start if replay_start is not None else time.time()
         self.until_end = until_end
-        self.store = EdgeStore(config.storage.db)
+        self.store = EdgeStore.open_or_replace(config.storage.db)
+        # The source may hold camera credentials: logs, events and STATUS show it redacted.
+        self.source_name = redact(config.source.spec)
         self.tally = HourlyTally(self.device, max_gap_s=config.hourly.max_gap_s, grace_s=config.hourly.grace_s)
         snapshot = self.store.load_state(TALLY_STATE)
         if snapshot:
@@ -103,11 +115,11 @@ class EdgeDaemon:
 
     def run(self) -> RunSummary:
         self._prune()
-        self.store.add_event("started", f"source {self.config.source.spec}")
+        self.store.add_event("started", f"source {self.source_name}")
         self.uplink.start()
         # READY once the models are loaded, not once the camera opens: a camera missing at boot
         # must not fail the start (and loop restarts); STATUS and the MQTT status say "source lost".
-        self.notifier.ready(f"models loaded, opening {self.config.source.spec}")
+        self.notifier.ready(f"models loaded, opening {self.source_name}")
         try:
             self._run_source()
             if self.until_end and not self.stopping:
@@ -134,12 +146,12 @@ class EdgeDaemon:
                 source = open_source(self.config.source.spec, start=self.replay_start)
             except SourceError as exc:
                 if self.replay:
-                    raise
-                self._source_lost(str(exc), attempt)
+                    raise SourceError(redact(str(exc))) from None
+                self._source_lost(redact(str(exc)), attempt)
                 attempt += 1
                 continue
             if attempt:
-                self.store.add_event("source back", self.config.source.spec)
+                self.store.add_event("source back", self.source_name)
                 self.uplink.set_status(STATUS_ONLINE)
             attempt = 0
             self.source_state = "ok"
@@ -156,7 +168,7 @@ class EdgeDaemon:
     def _source_lost(self, reason: str, attempt: int) -> None:
         self.source_state = "lost"
         if attempt == 0:
-            log.warning("source %s lost: %s", self.config.source.spec, reason)
+            log.warning("source %s lost: %s", self.source_name, reason)
             self.store.add_event("source lost", reason)
             self.uplink.set_status(STATUS_SOURCE_LOST)
         delay = backoff_delay(attempt, base_s=1.0, cap_s=self.config.source.reconnect_max_s)
@@ -179,8 +191,7 @@ class EdgeDaemon:
                 return
             if resume_after is not None and frame.timestamp <= resume_after:
                 continue
-            image = frame.image
-            if image is None or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 16:
+            if not usable_image(frame.image):
                 self.summary.bad_frames += 1
                 if self.summary.bad_frames in (1, 10, 100, 1000):
                     log.warning("skipped %d unusable frames (not a colour image)", self.summary.bad_frames)

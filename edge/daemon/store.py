@@ -10,6 +10,8 @@ hours, last frame time) is saved in the same transactions as the visits it refle
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
 import time
 from contextlib import AbstractContextManager
@@ -17,10 +19,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge.wire.contract import HourlyRecord, encode
-from edge.wire.sqlite import LogError, Schema, connect_durable, decode_record, hourly_query, migrate_sqlite, transaction
+from edge.wire.sqlite import (
+    CorruptLog,
+    LogError,
+    Schema,
+    connect_durable,
+    decode_record,
+    hourly_query,
+    is_corruption,
+    migrate_sqlite,
+    transaction,
+)
 
 if TYPE_CHECKING:
     from edge.vision.analyzer import Visitor
+
+log = logging.getLogger("aicctv.edge")
 
 SCHEMA = Schema(
     "edge log",
@@ -60,16 +74,60 @@ SCHEMA = Schema(
 )
 
 
+# Why SQLite could not open or write a log that is not damaged, and what to do about it.
+_REMEDIES = {
+    sqlite3.SQLITE_FULL: "free space on its disk",
+    sqlite3.SQLITE_READONLY: "its file system is read-only or the file is not writable",
+    sqlite3.SQLITE_CANTOPEN: "its directory must exist and be writable",
+}
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _open_error(path: Path, exc: sqlite3.Error | OSError | ValueError) -> LogError:
+    """A damaged file (CorruptLog), or one that cannot be used where it is (LogError)."""
+    if isinstance(exc, ValueError) or (isinstance(exc, sqlite3.Error) and is_corruption(exc)):
+        return CorruptLog(f"{path} is not a readable edge log ({_first_line(exc)})")
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _first_line(exc)
+    remedy = _REMEDIES.get(getattr(exc, "sqlite_errorcode", 0) & 0xFF, "check its disk and permissions")
+    return LogError(f"cannot use the edge log {path} (storage.db): {reason}; {remedy}")
+
+
 class EdgeStore:
+    """Raises CorruptLog for a damaged file (`open_or_replace` sets it aside), and LogError for a
+    log from a newer aicctv or one that cannot be opened or written where it is."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        conn: sqlite3.Connection | None = None
         try:
-            self.conn = connect_durable(self.path)
-            migrate_sqlite(self.conn, SCHEMA, str(self.path))
-        except sqlite3.DatabaseError as exc:
-            raise LogError(
-                f"{self.path} is not a readable edge log ({exc}): move it aside, or point storage.db elsewhere"
-            ) from None
+            conn = connect_durable(self.path)
+            migrate_sqlite(conn, SCHEMA, str(self.path))
+            _check_content(conn)
+        except BaseException as exc:
+            # Closed before anyone moves the file: closing later could delete a new log's WAL.
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, (sqlite3.Error, OSError, ValueError)):
+                raise _open_error(self.path, exc) from None
+            raise
+        self.conn = conn
+
+    @classmethod
+    def open_or_replace(cls, path: str | Path) -> EdgeStore:
+        """The log at `path`; a damaged one is moved aside (with its WAL and shared-memory files)
+        and a fresh log started, with an event naming where the old one went, so the device keeps
+        counting and the old file stays there for recovery."""
+        try:
+            return cls(path)
+        except CorruptLog as exc:
+            aside = set_aside(Path(path))
+            log.error("%s: moved it to %s and started a fresh log", exc, aside)
+            store = cls(path)
+            store.add_event("log set aside", f"{exc}; the old log is now {aside}")
+            return store
 
     def close(self) -> None:
         self.conn.close()
@@ -168,3 +226,28 @@ class EdgeStore:
             return [dict(r) for r in self.conn.execute("SELECT * FROM visits ORDER BY first_seen, id")]
         finally:
             self.conn.row_factory = None
+
+
+def _check_content(conn: sqlite3.Connection) -> None:
+    """Raise if the pages or the JSON the daemon reads back are damaged: better found at start,
+    where the log can be set aside, than in the middle of a delivery."""
+    problem = conn.execute("PRAGMA quick_check").fetchone()[0]
+    if problem != "ok":
+        raise ValueError(f"integrity check: {problem}")
+    for key, value in conn.execute("SELECT key, value FROM state"):
+        if not isinstance(json.loads(value), dict):
+            raise ValueError(f"state {key!r} is not a JSON object")
+    for (record,) in conn.execute("SELECT record FROM hourly"):
+        decode_record(record)
+
+
+def set_aside(path: Path) -> Path:
+    """Move a log and its -wal and -shm files to `<name>.corrupt-<UTC time>`; the new name."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            # The WAL goes with its database, under the name SQLite looks for beside the new one.
+            os.replace(source, aside.with_name(aside.name + suffix))
+    return aside

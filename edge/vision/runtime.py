@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+
+class ModelError(RuntimeError):
+    """A model file that exists but cannot be loaded (truncated, damaged, not a model)."""
 
 
 def _interpreter_class() -> Any:
@@ -29,11 +35,26 @@ class TFLiteModel:
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path} (run `make setup` to fetch the models)")
         self.path = path
-        self.interpreter = _interpreter_class()(model_path=str(path), num_threads=num_threads)
-        self.interpreter.allocate_tensors()
+        interpreter = _interpreter_class()
+        # Reads and verifies the file. Allocation (memory plan, delegates) waits for the first
+        # input, so a damaged model among a pipeline's is reported before any other is set up.
+        with self._failures():
+            self.interpreter = interpreter(model_path=str(path), num_threads=num_threads)
+        self._allocated = False
         (self._input,) = self.interpreter.get_input_details()
         self._outputs = self.interpreter.get_output_details()
         self.input_shape: tuple[int, ...] = tuple(int(d) for d in self._input["shape"])
+
+    @contextmanager
+    def _failures(self) -> Iterator[None]:
+        try:
+            yield
+        except (ValueError, RuntimeError) as exc:
+            # A truncated download or a damaged SD card, not a bug: one line naming the file.
+            reason = (str(exc).strip().splitlines() or ["unreadable"])[0]
+            raise ModelError(
+                f"model file {self.path} is not a usable TFLite model ({reason}): run `make setup` to fetch it again"
+            ) from None
 
     @property
     def input_dtype(self) -> np.dtype:
@@ -54,6 +75,10 @@ class TFLiteModel:
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         """Run on one input tensor (already in the input dtype); outputs dequantized to float32."""
+        if not self._allocated:
+            with self._failures():
+                self.interpreter.allocate_tensors()
+            self._allocated = True
         self.interpreter.set_tensor(self._input["index"], x)
         self.interpreter.invoke()
         results = []

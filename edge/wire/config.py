@@ -21,6 +21,8 @@ import argparse
 import dataclasses
 import difflib
 import os
+import re
+import ssl
 import textwrap
 import tomllib
 import types
@@ -89,6 +91,27 @@ def spec_of(f: dataclasses.Field) -> Spec:
     return spec
 
 
+# ---- secrets in messages -------------------------------------------------------------------------
+
+# `scheme://user:password@`: the password runs to the last @ before the host, as in urlsplit.
+_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:'\"]*:)[^\s/?#'\"]*@")
+# `password=…` in a query string or libpq DSN, `user-pw=…` on GStreamer's rtspsrc.
+_KEYED = re.compile(r"(?P<head>\b(?:password|passwd|pwd|user-pw)=)[^\s&;'\"]+", re.IGNORECASE)
+HIDDEN = "***"
+
+
+def redact(text: str) -> str:
+    """`text` with the passwords of any URLs in it replaced by ***: a broker or database URL, an
+    RTSP camera, or a GStreamer pipeline holding one. The user name stays, to tell accounts apart.
+    Everything that logs, prints or records a URL, source or database goes through here (logs end
+    up in journald and bug reports)."""
+    return _KEYED.sub(rf"\g<head>{HIDDEN}", _USERINFO.sub(rf"\g<head>{HIDDEN}@", text))
+
+
+# The earlier name, still imported by edge/cli/stats.py and central/subscriber.py.
+without_password = redact
+
+
 # ---- checks --------------------------------------------------------------------------------------
 
 
@@ -107,6 +130,45 @@ def check_choice(value: object, allowed: tuple, name: str) -> None:
 def check_file(path: str | None, name: str) -> None:
     if path is not None and not Path(path).is_file():
         raise ConfigError(f"{name} = {path!r}: no such file (give an existing, readable file)")
+
+
+def check_ca_file(path: str, name: str) -> None:
+    """An existing file that TLS can load as CA certificates (PEM), not merely any file."""
+    check_file(path, name)
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConfigError(f"{name} = {path!r}: not a PEM CA certificate ({exc})") from None
+
+
+def check_text_file(path: str, name: str) -> None:
+    """An existing file holding UTF-8 text, as a secret read at connection time must be."""
+    check_file(path, name)
+    try:
+        Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name} = {path!r}: not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"{name} = {path!r}: cannot be read ({exc.strerror})") from None
+
+
+def check_writable_file(path: str, name: str) -> None:
+    """A file the program can create or write: not a directory, and (where it does not exist yet)
+    in a directory that can be written, so a read-only file system is named at start."""
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(f"{name} = {path!r} is a directory: give a file path in it, e.g. {target / 'edge.db'}")
+    if target.exists():
+        if not os.access(target, os.W_OK):
+            raise ConfigError(f"{name} = {path!r}: the file is not writable (read-only file system or permissions)")
+        return
+    # The daemon creates missing directories; the nearest one that exists must take them.
+    existing = next(p for p in target.absolute().parents if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise ConfigError(
+            f"{name} = {path!r}: cannot create it in {existing} "
+            "(read-only file system, permissions, or not a directory)"
+        )
 
 
 def check_within(value: float, low: float | None, high: float | None, name: str) -> None:
@@ -146,7 +208,7 @@ def _check_broker(url: str, name: str) -> None:
     try:
         BrokerURL.parse(url)
     except ValueError as exc:
-        raise ConfigError(f"{name}: {exc}") from None
+        raise ConfigError(f"{name}: {exc} (given {redact(url)!r})") from None
 
 
 @dataclass(frozen=True)
@@ -169,7 +231,7 @@ class MqttLinkSection:
     )
     ca_file: str | None = setting(
         None,
-        check=check_file,
+        check=check_ca_file,
         example="/etc/aicctv/ca.crt",
         help="CA certificate for mqtts:// (unset: the system's)",
     )
@@ -178,7 +240,7 @@ class MqttLinkSection:
     )
     password_file: str | None = setting(
         None,
-        check=check_file,
+        check=check_text_file,
         example="/run/credentials/aicctv-edge.service/mqtt-password",
         help="a file holding the broker password: the systemd unit passes it as a credential "
         "(LoadCredential=), so it is in no config file",
@@ -195,11 +257,18 @@ class MqttLinkSection:
         if self.password_file and not self.username:
             raise ConfigError("mqtt.password_file is set without mqtt.username: set both, or neither")
 
+    def _password(self) -> str | None:
+        if not self.password_file:
+            return None
+        # Checked at load, yet the file may have changed since (a credential rotated).
+        check_text_file(self.password_file, "mqtt.password_file")
+        return Path(self.password_file).read_text(encoding="utf-8").strip()
+
     def broker_url(self) -> BrokerURL:
         """The broker, with the credentials from `username` and `password_file` if set."""
         url = BrokerURL.parse(self.broker)
         if self.username:
-            password = Path(self.password_file).read_text().strip() if self.password_file else None
+            password = self._password()
             url = dataclasses.replace(url, username=self.username, password=password)
         return url
 
@@ -325,16 +394,6 @@ def _read_toml(path: Path, report: typing.Callable[[ConfigError], None]) -> dict
     return {}
 
 
-def without_password(url: str) -> str:
-    """A database or broker URL without its password, for logs and messages (they end up in
-    journald and bug reports)."""
-    head, at, tail = url.rpartition("@")
-    if not at or "://" not in head:
-        return url
-    scheme, _, credentials = head.partition("://")
-    return f"{scheme}://{credentials.split(':', 1)[0]}@{tail}"
-
-
 # ---- command-line flags --------------------------------------------------------------------------
 
 
@@ -363,7 +422,9 @@ def add_flags(
                 spec.flag, dest=dotted, action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
         else:
-            group.add_argument(spec.flag, dest=dotted, default=None, metavar=spec.metavar, help=help_text)
+            group.add_argument(
+                spec.flag, dest=dotted, default=None, choices=spec.choices, metavar=spec.metavar, help=help_text
+            )
 
 
 def _section_fields(section_cls: type) -> Iterator[tuple[dataclasses.Field, Any]]:

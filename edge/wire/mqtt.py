@@ -8,8 +8,10 @@ Callbacks run on that thread; owners hand work to their own thread through queue
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +23,20 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 log = logging.getLogger("aicctv.mqtt")
+
+# One DNS label (RFC 1123; underscores too, which some LAN names carry).
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def _valid_host(host: str) -> bool:
+    """A name a resolver can take, or an IP address: `a..b` or `-x` would only fail later, deep in
+    the connection thread, so they are refused with the setting that holds them."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        labels = host.removesuffix(".").split(".")
+        return len(host) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
 
 
 @dataclass(frozen=True)
@@ -35,15 +51,19 @@ class BrokerURL:
 
     @classmethod
     def parse(cls, url: str) -> BrokerURL:
+        """Raises ValueError saying what is wrong; the message leaves the URL out, since it may
+        hold a password: callers name the setting or flag it came from."""
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError(f"broker URL {url!r} must look like mqtt://host:1883 or mqtts://host:8883")
+            raise ValueError("a broker URL must look like mqtt://host:1883 or mqtts://host:8883")
+        if not _valid_host(parts.hostname):
+            raise ValueError(f"the broker host {parts.hostname!r} is not a valid host name or IP address")
         if parts.path not in ("", "/") or parts.query:
-            raise ValueError(f"broker URL {url!r} has a path or query; use only scheme, credentials, host and port")
+            raise ValueError("the broker URL has a path or query; use only scheme, credentials, host and port")
         try:
             port = parts.port
         except ValueError:
-            raise ValueError(f"broker URL {url!r} has an invalid port") from None
+            raise ValueError("the broker URL has an invalid port") from None
         tls = parts.scheme == "mqtts"
         return cls(
             host=parts.hostname,

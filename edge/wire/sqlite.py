@@ -20,9 +20,21 @@ from edge.wire.contract import HourlyRecord, decode
 
 
 class LogError(RuntimeError):
-    """A log that cannot be used as it is: corrupt, not a log, or from a newer aicctv."""
+    """A log that cannot be used as it is: corrupt, not a log, from a newer aicctv, or where it
+    cannot be written."""
 
     exit_code = 2
+
+
+class CorruptLog(LogError):
+    """The file itself is damaged or not a log: unlike a log from a newer aicctv, or one on a full
+    or read-only disk, there is nothing to wait or upgrade for; what it holds is beyond use."""
+
+
+def is_corruption(exc: sqlite3.Error) -> bool:
+    """Whether SQLite failed because the file's content is damaged, not because of where it is."""
+    # The extended code's low byte is the primary result code.
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
 @dataclass(frozen=True)
@@ -60,8 +72,13 @@ def connect_durable(path: Path, busy_timeout_s: float = 5.0) -> sqlite3.Connecti
     is its own transaction unless grouped by `transaction()`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_s)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+    except BaseException:
+        # Closed now, not when garbage collected: the caller may move the file aside.
+        conn.close()
+        raise
     return conn
 
 
