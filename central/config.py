@@ -6,14 +6,35 @@ in `deploy/central.toml` (regenerate with `aicctv config defaults central`). Exa
     broker = "mqtt://broker.local:1883"
     [storage]
     db = "postgresql://central@db.local/aicctv"
+    [display]
+    timezone = "Europe/Berlin"
+    [devices.shop-1]                    # per device (or [sites.NAME], for a group of devices)
+    site = "berlin"
+    opening_hours = "mon-fri 09:00-18:00, sat 10:00-14:00"
+
+`[devices.<id>]` and `[sites.<name>]` tables are read by `read_places` (the settings loader knows
+only `[section] key = value`); `load_central` reads both.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
 import re
+import tempfile
+import tomllib
+from base64 import b64decode, b64encode
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from edge.wire.config import ConfigError, MqttLinkSection, setting
+from central.localtime import OpeningHours, check_opening_hours, check_timezone, zone
+from edge.wire.config import ConfigError, MqttLinkSection, load, setting
+from edge.wire.contract import ContractError, check_device_id
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # A shared-subscription group name is one topic level without wildcards.
@@ -25,6 +46,9 @@ Every value below is the default; delete what you do not change. Each setting ca
 given as an environment variable AICCTV_<SECTION>_<KEY> (e.g. AICCTV_STORAGE_DB), or on the
 command line (--set section.key=value, or the flag named beside it). The systemd unit passes
 the broker password as a credential. Check a file: `aicctv config check FILE`.
+Per device or site (a group of devices), add tables: [devices.<id>] with timezone, opening_hours,
+site and name, and [sites.<name>] with timezone, opening_hours and name; unset keys fall back to
+the site's, then to [display] (see docs/central.md, "The dashboard").
 Generated from the settings' declarations by `aicctv config defaults central`: edit those, not this.
 """
 
@@ -93,12 +117,278 @@ class ResyncSection:
 
 
 @dataclass(frozen=True)
+class DisplaySection:
+    timezone: str = setting(
+        "UTC",
+        check=check_timezone,
+        help="IANA time zone of days, hours and exports for devices and sites that set none "
+        "([devices.<id>] or [sites.<name>] timezone), e.g. Asia/Seoul",
+    )
+    opening_hours: str = setting(
+        "",
+        check=check_opening_hours,
+        help='when the premises are open, e.g. "mon-fri 09:00-18:00, sat 10:00-14:00" (local time; '
+        "the dashboard greys out closed hours); empty: always open",
+    )
+
+
+def _check_listen(value: str, name: str) -> None:
+    try:
+        split_listen(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name} = {value!r}: {exc}") from None
+
+
+def _check_hash(value: str, name: str) -> None:
+    if not _HASH.fullmatch(value):
+        raise ConfigError(f"{name}: not a hash made by `aicctv central hash-password` (scrypt$…)")
+
+
+@dataclass(frozen=True)
+class WebSection:
+    listen: str = setting(
+        "127.0.0.1:8080",
+        check=_check_listen,
+        flag="--listen",
+        metavar="HOST:PORT",
+        help="where `aicctv central serve` listens; any address but localhost needs password_hash or token_hash",
+    )
+    username: str = setting("owner", help="the user name of HTTP basic authentication (with password_hash)")
+    password_hash: str | None = setting(
+        None,
+        check=_check_hash,
+        example="scrypt$16384$8$1$…",
+        help="the dashboard's password, hashed: `aicctv central hash-password < password.txt`",
+    )
+    token_hash: str | None = setting(
+        None,
+        check=_check_hash,
+        example="scrypt$16384$8$1$…",
+        help="a bearer token for scripts (Authorization: Bearer …), hashed the same way",
+    )
+    refresh_s: float = setting(5.0, ge=1.0, le=600.0, help="how often the Now page refreshes its live counts, seconds")
+
+
+@dataclass(frozen=True)
 class CentralConfig:
     mqtt: CentralMqttSection = field(default_factory=CentralMqttSection)
     storage: CentralStorageSection = field(default_factory=CentralStorageSection)
     resync: ResyncSection = field(default_factory=ResyncSection)
+    display: DisplaySection = field(default_factory=DisplaySection)
+    web: WebSection = field(default_factory=WebSection)
 
     @property
     def shared(self) -> bool:
         """Whether hourly and live messages come through a shared subscription (MQTT 5 only)."""
         return self.mqtt.version == 5 and bool(self.mqtt.shared_group)
+
+
+# ---- the dashboard's listen address and credentials -----------------------------------------------
+
+_HASH = re.compile(r"scrypt\$[0-9]{1,7}\$[0-9]{1,3}\$[0-9]{1,3}\$[A-Za-z0-9+/=]{8,}\$[A-Za-z0-9+/=]{8,}")
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """('127.0.0.1', 8080) from '127.0.0.1:8080' or '[::1]:8080'."""
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8080 or 0.0.0.0:8080")
+    return host, int(port)
+
+
+def is_local(host: str) -> bool:
+    """Whether only this machine can reach `host`: localhost or a loopback address."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def hash_secret(secret: str, salt: bytes | None = None) -> str:
+    """'scrypt$N$r$p$salt$key' (base64) of a password or token, for web.password_hash / token_hash."""
+    salt = os.urandom(16) if salt is None else salt
+    key = hashlib.scrypt(secret.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, maxmem=2**26, dklen=32)
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${b64encode(salt).decode()}${b64encode(key).decode()}"
+
+
+def verify_secret(secret: str, hashed: str) -> bool:
+    """Whether `secret` matches a hash from `hash_secret` (compared in constant time)."""
+    try:
+        _, n, r, p, salt, key = hashed.split("$")
+        expected = b64decode(key)
+        got = hashlib.scrypt(
+            secret.encode(), salt=b64decode(salt), n=int(n), r=int(r), p=int(p), maxmem=2**27, dklen=len(expected)
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, expected)
+
+
+# ---- per device and per site: [devices.<id>] and [sites.<name>] -----------------------------------
+
+PLACE_TABLES = ("devices", "sites")
+_SITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+@dataclass(frozen=True)
+class Place:
+    """What a device's or site's table sets; None: inherited (device → its site → [display])."""
+
+    timezone: str | None = None
+    opening_hours: str | None = None
+    site: str | None = None  # devices only
+    name: str | None = None  # a label for the dashboard
+
+
+@dataclass(frozen=True)
+class Local:
+    """The effective local settings of a device or site."""
+
+    timezone: str
+    opening_hours: OpeningHours
+
+    @property
+    def tz(self) -> Any:
+        return zone(self.timezone)
+
+
+@dataclass(frozen=True)
+class Places:
+    devices: Mapping[str, Place] = field(default_factory=dict)
+    sites: Mapping[str, Place] = field(default_factory=dict)
+    display: DisplaySection = field(default_factory=DisplaySection)
+
+    def site_of(self, device: str) -> str | None:
+        place = self.devices.get(device)
+        return place.site if place else None
+
+    def members(self, site: str) -> list[str]:
+        return sorted(d for d, p in self.devices.items() if p.site == site)
+
+    def label(self, device: str) -> str:
+        place = self.devices.get(device)
+        return place.name if place and place.name else device
+
+    def _chain(self, device: str | None, site: str | None) -> list[Place]:
+        chain = []
+        if device is not None:
+            chain.append(self.devices.get(device, Place()))
+            site = site or self.site_of(device)
+        if site is not None:
+            chain.append(self.sites.get(site, Place()))
+        return chain
+
+    def local(self, device: str | None = None, site: str | None = None) -> Local:
+        """The time zone and opening hours of a device (its own, else its site's, else [display])
+        or of a site (its own, else [display])."""
+        chain = self._chain(device, site)
+        tz = next((p.timezone for p in chain if p.timezone), self.display.timezone)
+        hours = next((p.opening_hours for p in chain if p.opening_hours is not None), self.display.opening_hours)
+        return Local(tz, OpeningHours.parse(hours))
+
+
+_PLACE_KEYS = {"devices": ("timezone", "opening_hours", "site", "name"), "sites": ("timezone", "opening_hours", "name")}
+
+
+def read_places(tables: Mapping[str, Any], display: DisplaySection, origin: str) -> Places:
+    """The [devices.<id>] and [sites.<name>] tables of a central TOML file, validated: a problem
+    is a one-line ConfigError naming the table and key."""
+    found: dict[str, dict[str, Place]] = {"devices": {}, "sites": {}}
+    for kind in PLACE_TABLES:
+        entries = tables.get(kind, {})
+        if not isinstance(entries, dict):
+            raise ConfigError(f"{origin}: {kind!r} must hold tables, e.g. [{kind}.shop-1]")
+        for name, table in entries.items():
+            where = f"[{kind}.{name}]"
+            try:
+                if kind == "devices":
+                    check_device_id(name)
+                elif not _SITE.fullmatch(name):
+                    raise ContractError("use 1-64 of A-Z a-z 0-9 _ . -")
+            except ContractError as exc:
+                raise ConfigError(f"{where} ({origin}): not a valid {kind[:-1]} name: {exc}") from None
+            if not isinstance(table, dict):
+                raise ConfigError(f'{where} ({origin}): must be a table of settings, e.g. timezone = "UTC"')
+            values: dict[str, str] = {}
+            for key, value in table.items():
+                if key not in _PLACE_KEYS[kind]:
+                    raise ConfigError(f"{where} {key} ({origin}): unknown key; known: {', '.join(_PLACE_KEYS[kind])}")
+                if not isinstance(value, str):
+                    raise ConfigError(f"{where} {key} = {value!r} ({origin}): expected a string")
+                values[key] = value
+            if "timezone" in values:
+                check_timezone(values["timezone"], f"{where} timezone ({origin})")
+            if "opening_hours" in values:
+                check_opening_hours(values["opening_hours"], f"{where} opening_hours ({origin})")
+            if "site" in values and not _SITE.fullmatch(values["site"]):
+                raise ConfigError(f"{where} site = {values['site']!r} ({origin}): use 1-64 of A-Z a-z 0-9 _ . -")
+            found[kind][name] = Place(**values)
+    return Places(found["devices"], found["sites"], display)
+
+
+def load_central(
+    path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    problems: list[str] | None = None,
+) -> tuple[CentralConfig, Places]:
+    """The central configuration (as `edge.wire.config.load`) and its per-device and per-site
+    tables. `load` knows only `[section] key = value`, so it is given the file without those
+    tables (a temporary copy; messages name the real file)."""
+    if path is None:
+        config = load(CentralConfig, None, overrides, environ, problems)
+        return config, Places(display=config.display)
+    try:
+        tables = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        # load() reports what is wrong with the file in its own words.
+        return load(CentralConfig, path, overrides, environ, problems), Places()
+    places = {kind: tables.pop(kind) for kind in PLACE_TABLES if kind in tables}
+    if not places:
+        config = load(CentralConfig, path, overrides, environ, problems)
+        return config, Places(display=config.display)
+    with tempfile.TemporaryDirectory(prefix="aicctv-central-") as folder:
+        copy = Path(folder) / "central.toml"
+        copy.write_text(_toml_tables(tables))
+        seen: list[str] = []
+        try:
+            config = load(CentralConfig, copy, overrides, environ, seen if problems is not None else None)
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace(str(copy), str(path))) from None
+        if problems is not None:
+            problems += [p.replace(str(copy), str(path)) for p in seen]
+    try:
+        return config, read_places(places, config.display, str(path))
+    except ConfigError as exc:
+        if problems is None:
+            raise
+        problems.append(str(exc))
+        return config, Places(display=config.display)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # JSON's escapes are all valid TOML
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    # Nested tables or dates in a settings section: load() rejects whatever this becomes.
+    return json.dumps(str(value))
+
+
+def _toml_tables(tables: Mapping[str, Any]) -> str:
+    lines = []
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            lines.insert(0, f"{json.dumps(name)} = {_toml_value(table)}")
+            continue
+        lines.append(f"[{json.dumps(name)}]")
+        lines += [f"{json.dumps(key)} = {_toml_value(value)}" for key, value in table.items()]
+    return "\n".join(lines) + "\n"

@@ -183,3 +183,27 @@ def test_a_few_seconds_of_an_hour_show_as_under_one_percent_not_zero():
     )
     rows = [line.split()[3] for line in text.splitlines() if line.startswith("2026")]
     assert rows == ["<1%*", "0%*"]
+
+
+def test_tz_labels_hours_with_their_local_start(capsys, central_log, tmp_path):
+    code, out, _ = stats(capsys, "--db", str(central_log), "--device", "shop-1", "--tz", "Asia/Seoul")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "shop-1: 3 hours recorded, 2026-01-05 18:00 to 2026-01-05 22:00 Asia/Seoul"
+    assert lines[2].split()[:2] == ["hour", "(Asia/Seoul)"]
+    assert any(line.startswith("2026-01-05 18:00") for line in lines)
+    # A half-hour zone: an hour is labelled with its local start.
+    code, out, _ = stats(capsys, "--db", str(central_log), "--device", "lobby-2", "--tz", "Asia/Kolkata")
+    assert "2026-01-05 14:30" in out
+    # Each device's configured zone.
+    config = tmp_path / "central.toml"
+    config.write_text('[display]\ntimezone = "Europe/Berlin"\n[devices.lobby-2]\ntimezone = "America/New_York"\n')
+    code, out, _ = stats(capsys, "--db", str(central_log), "--config", str(config))
+    assert "lobby-2: 1 hours recorded, 2026-01-05 04:00 to 2026-01-05 04:00 America/New_York" in out
+    assert "shop-1: 3 hours recorded, 2026-01-05 10:00 to 2026-01-05 14:00 Europe/Berlin" in out
+
+
+def test_an_unknown_zone_is_a_usage_error(capsys, central_log):
+    with pytest.raises(SystemExit) as exit_:
+        main(["stats", "--db", str(central_log), "--tz", "Mars/Base"])
+    assert exit_.value.code == 2 and "unknown time zone 'Mars/Base'" in capsys.readouterr().err

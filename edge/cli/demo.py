@@ -156,7 +156,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"\ncentral log, hourly ({len(records)} device-hours, identical to the edge's local log):\n")
     print(tables(records))
     print(f"\nnext: aicctv stats --db {args.out / 'central.db'} --plot hours.png")
+    if _interactive():
+        serve_dashboard(args.out / "central.db", records)
     return 0
+
+
+def _interactive() -> bool:
+    """A person at a terminal (stdin and stdout are TTYs) and not CI: worth keeping the dashboard up."""
+    import os
+    import sys
+
+    ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    return not ci and sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def serve_dashboard(central_db: Path, records: list[HourlyRecord]) -> None:
+    """The owner's dashboard over the demo's central log, on a free local port, until Ctrl-C."""
+    try:
+        import uvicorn
+
+        from central.config import CentralConfig, Places
+        from central.web.app import create_app
+    except ImportError as exc:
+        print(f"\n(the dashboard needs {exc.name}: pip install 'aicctv[central]')")
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = load(CentralConfig, overrides={"storage.db": str(central_db)}, environ={})
+    url = f"http://127.0.0.1:{port}/"
+    replayed = f"  (the replayed day: {url}day?date={records[0].hour[:10]})" if records else ""
+    print(f"\ndashboard: {url}{replayed}")
+    print("serving until Ctrl-C")
+    # uvicorn handles Ctrl-C (SIGINT) itself and returns.
+    uvicorn.run(create_app(config, Places()), host="127.0.0.1", port=port, log_level="warning")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:

@@ -13,6 +13,7 @@ import logging
 import sqlite3
 import sys
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 
 from central.config import POSTGRES_SCHEMES
@@ -113,8 +114,15 @@ def by_device(records: Iterable[HourlyRecord]) -> dict[str, list[HourlyRecord]]:
     return groups
 
 
-def hour_label(hour: str) -> str:
-    return hour[:10] + " " + hour[11:16]
+def hour_label(hour: str, tz: tzinfo | None = None) -> str:
+    """'2026-01-05 09:00' in UTC, or the hour's local start in `tz` (09:30 in a half-hour zone)."""
+    if tz is None:
+        return hour[:10] + " " + hour[11:16]
+    return datetime.fromtimestamp(parse_hour(hour), UTC).astimezone(tz).strftime("%Y-%m-%d %H:%M")
+
+
+def zone_label(tz: tzinfo | None) -> str:
+    return "UTC" if tz is None else str(getattr(tz, "key", tz))
 
 
 def hours_between(first: str, last: str) -> int:
@@ -149,17 +157,18 @@ def _total_row(records: Sequence[HourlyRecord]) -> list[str]:
     return _row(f"total ({span} h)", visitors, coverage, dwell, counts)
 
 
-def device_table(records: Sequence[HourlyRecord]) -> str:
+def device_table(records: Sequence[HourlyRecord], tz: tzinfo | None = None) -> str:
     """One device's hours as an aligned table: a line per hour, a line per run of hours without
-    a record (the device was off or its log lost them), and a totals line."""
-    header = ["hour (UTC)", "visitors", "coverage", "dwell", *AGE_BANDS, *AGE_BANDS]
+    a record (the device was off or its log lost them), and a totals line. Hours are labelled
+    with their UTC start, or with their local start in `tz`."""
+    header = [f"hour ({zone_label(tz)})", "visitors", "coverage", "dwell", *AGE_BANDS, *AGE_BANDS]
     lines: list[list[str] | str] = []
     previous: HourlyRecord | None = None
     for record in records:
         if previous is not None and (missing := hours_between(previous.hour, record.hour) - 2) > 0:
             lines.append(f"  … {missing} hour{'s' if missing > 1 else ''} without a record …")
         lines.append(
-            _row(hour_label(record.hour), record.visitors, record.coverage, record.mean_dwell_s, record.counts)
+            _row(hour_label(record.hour, tz), record.visitors, record.coverage, record.mean_dwell_s, record.counts)
         )
         previous = record
     total = _total_row(records)
@@ -183,7 +192,8 @@ def device_table(records: Sequence[HourlyRecord]) -> str:
     first, last = records[0], records[-1]
     partial = sum(r.coverage < 1 for r in records)
     out = [
-        f"{first.device}: {len(records)} hours recorded, {hour_label(first.hour)} to {hour_label(last.hour)} UTC",
+        f"{first.device}: {len(records)} hours recorded, {hour_label(first.hour, tz)} to {hour_label(last.hour, tz)} "
+        f"{zone_label(tz)}",
         groups,
         head,
         *(aligned(line) if isinstance(line, list) else line for line in lines),
@@ -195,9 +205,10 @@ def device_table(records: Sequence[HourlyRecord]) -> str:
     return "\n".join(out)
 
 
-def tables(records: Iterable[HourlyRecord]) -> str:
-    """Every device's table, separated by a blank line."""
-    return "\n\n".join(device_table(group) for group in by_device(records).values())
+def tables(records: Iterable[HourlyRecord], tz: tzinfo | None = None, zones: dict[str, tzinfo] | None = None) -> str:
+    """Every device's table, separated by a blank line; in `tz`, or per device in `zones`."""
+    groups = by_device(records)
+    return "\n\n".join(device_table(group, (zones or {}).get(device, tz)) for device, group in groups.items())
 
 
 # ---- command -------------------------------------------------------------------------------
@@ -212,7 +223,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
             which = f"device {args.device}" if args.device else "any device"
             print(f"no hourly records for {which} in that range of {without_password(args.db)}", file=sys.stderr)
             return 0
-        print(tables(records))
+        print(tables(records, *_zones(args)))
         if args.plot is not None:
             try:
                 from edge.cli.plot import plot
@@ -225,6 +236,28 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def _zones(args: argparse.Namespace) -> tuple[tzinfo | None, dict[str, tzinfo]]:
+    """--tz for every device; else, with --config, each device's configured zone; else UTC."""
+    if args.tz is not None:
+        return args.tz, {}
+    if args.config is None:
+        return None, {}
+    from central.config import load_central
+
+    _, places = load_central(args.config)
+    devices = set(places.devices)
+    return places.local().tz, {device: places.local(device).tz for device in devices}
+
+
+def _zone_option(text: str) -> tzinfo:
+    from central.localtime import zone
+
+    try:
+        return zone(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -240,7 +273,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
             "examples:\n"
             "  aicctv stats --db aicctv-edge.db\n"
             "  aicctv stats --db central.db --device shop-1 --since 2026-01-05T00:00Z --until 2026-01-05T23:00Z\n"
-            "  aicctv stats --db postgresql://aicctv@db.local/aicctv --plot week.png\n\n"
+            "  aicctv stats --db postgresql://aicctv@db.local/aicctv --plot week.png\n"
+            "  aicctv stats --db central.db --tz Asia/Seoul       hours labelled in local time\n"
+            "  aicctv stats --db central.db --config central.toml each device's configured zone\n\n"
             "exit status: 0 ok (also when no record matches), 1 the log could not be read,\n"
             "2 usage error (no such log, not a log, bad option)"
         ),
@@ -250,4 +285,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     stats.add_argument("--device", metavar="D", help="only this device (default: every device in the log)")
     hour_range_options(stats)
     stats.add_argument("--plot", type=Path, metavar="PNG", help="also draw hourly visitors per device into this image")
+    stats.add_argument(
+        "--tz",
+        type=_zone_option,
+        metavar="ZONE",
+        help="label hours with their local start in this IANA zone, e.g. Asia/Seoul (default: UTC, or --config's)",
+    )
+    stats.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="central.toml: label each device's hours in its configured zone ([devices.<id>], [display])",
+    )
     stats.set_defaults(func=cmd_stats)
