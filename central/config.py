@@ -13,7 +13,8 @@ in `deploy/central.toml` (regenerate with `aicctv config defaults central`). Exa
     opening_hours = "mon-fri 09:00-18:00, sat 10:00-14:00"
 
 `[devices.<id>]` and `[sites.<name>]` tables are read by `read_places` (the settings loader knows
-only `[section] key = value`); `load_central` reads both.
+only `[section] key = value`, and skips them as CentralConfig's `extra_tables`); `load_central`
+reads both.
 """
 
 from __future__ import annotations
@@ -21,16 +22,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import json
 import os
 import re
-import tempfile
 import tomllib
 from base64 import b64decode, b64encode
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from central.localtime import OpeningHours, check_opening_hours, check_timezone, zone
 from edge.wire.config import ConfigError, MqttLinkSection, load, setting
@@ -176,6 +175,8 @@ class CentralConfig:
     resync: ResyncSection = field(default_factory=ResyncSection)
     display: DisplaySection = field(default_factory=DisplaySection)
     web: WebSection = field(default_factory=WebSection)
+    # Tables of the file that are not settings sections: `load` skips them, `read_places` reads them.
+    extra_tables: ClassVar[tuple[str, ...]] = ("devices", "sites")
 
     @property
     def shared(self) -> bool:
@@ -230,7 +231,7 @@ def verify_secret(secret: str, hashed: str) -> bool:
 
 # ---- per device and per site: [devices.<id>] and [sites.<name>] -----------------------------------
 
-PLACE_TABLES = ("devices", "sites")
+PLACE_TABLES: tuple[str, ...] = CentralConfig.extra_tables  # ("devices", "sites")
 _SITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -336,59 +337,21 @@ def load_central(
     environ: Mapping[str, str] | None = None,
     problems: list[str] | None = None,
 ) -> tuple[CentralConfig, Places]:
-    """The central configuration (as `edge.wire.config.load`) and its per-device and per-site
-    tables. `load` knows only `[section] key = value`, so it is given the file without those
-    tables (a temporary copy; messages name the real file)."""
+    """The central configuration (as `edge.wire.config.load`, which skips the per-device and
+    per-site tables) and those tables. Raises the first ConfigError, or, given `problems`,
+    collects every one there: the settings' first, then the first of the tables."""
+    config = load(CentralConfig, path, overrides, environ, problems)
     if path is None:
-        config = load(CentralConfig, None, overrides, environ, problems)
         return config, Places(display=config.display)
     try:
         tables = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
-        # load() reports what is wrong with the file in its own words.
-        return load(CentralConfig, path, overrides, environ, problems), Places()
-    places = {kind: tables.pop(kind) for kind in PLACE_TABLES if kind in tables}
-    if not places:
-        config = load(CentralConfig, path, overrides, environ, problems)
+        # load() has reported what is wrong with the file in its own words.
         return config, Places(display=config.display)
-    with tempfile.TemporaryDirectory(prefix="aicctv-central-") as folder:
-        copy = Path(folder) / "central.toml"
-        copy.write_text(_toml_tables(tables))
-        seen: list[str] = []
-        try:
-            config = load(CentralConfig, copy, overrides, environ, seen if problems is not None else None)
-        except ConfigError as exc:
-            raise ConfigError(str(exc).replace(str(copy), str(path))) from None
-        if problems is not None:
-            problems += [p.replace(str(copy), str(path)) for p in seen]
     try:
-        return config, read_places(places, config.display, str(path))
+        return config, read_places(tables, config.display, str(path))
     except ConfigError as exc:
         if problems is None:
             raise
         problems.append(str(exc))
         return config, Places(display=config.display)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # JSON's escapes are all valid TOML
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    # Nested tables or dates in a settings section: load() rejects whatever this becomes.
-    return json.dumps(str(value))
-
-
-def _toml_tables(tables: Mapping[str, Any]) -> str:
-    lines = []
-    for name, table in tables.items():
-        if not isinstance(table, dict):
-            lines.insert(0, f"{json.dumps(name)} = {_toml_value(table)}")
-            continue
-        lines.append(f"[{json.dumps(name)}]")
-        lines += [f"{json.dumps(key)} = {_toml_value(value)}" for key, value in table.items()]
-    return "\n".join(lines) + "\n"

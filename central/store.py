@@ -7,6 +7,8 @@ Both keep the same tables, so `aicctv stats` and `aicctv central export` read ei
     devices  device → status (online / source-lost / offline), updated
     counters name → value: messages received per channel, rejections per reason
 
+and a view (schema version 2), `hourly_counts`: each hourly record as plain columns for Grafana.
+
 A `Batch` is written in one transaction: the subscriber acknowledges its messages to the broker
 only after `write` returns, so a crash loses nothing and a redelivered message changes nothing.
 """
@@ -32,7 +34,55 @@ from edge.wire.sqlite import Schema, connect_durable, decode_record, hourly_quer
 HOUR_S = 3600
 # A device whose live counts arrived this recently is running (edges send them every second).
 RUNNING_WITHIN_S = 120.0
-# One text for both databases: SQLite takes PostgreSQL's type names with the right affinities.
+# The hourly_counts view's bands as released in schema version 2: a migration never changes, so
+# these are spelt out here rather than taken from the contract.
+_VIEW_GENDERS = ("female", "male")
+_VIEW_BANDS = ("0-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60+")
+
+
+def hourly_counts_view(dialect: str) -> str:
+    """CREATE VIEW hourly_counts: one row per device-hour with a timestamp and one number per
+    column, so Grafana (or any SQL client) plots it without JSON functions. Columns: hour_start
+    (PostgreSQL timestamptz; SQLite the ISO text 'YYYY-MM-DDTHH:00:00Z'), time_s (Unix seconds),
+    device, visitors, <gender>_<band> (female_0_9 … male_60_plus), female, male, unclassified
+    (visitors whose gender or age was not told), coverage, mean_dwell_s, frames."""
+    if dialect == "sqlite":
+        source, hour_start = "hourly", "hour"
+        time_s = "CAST(strftime('%s', hour) AS INTEGER)"
+
+        def count(gender: str, band: str) -> str:
+            return f"""json_extract(record, '$.counts.{gender}."{band}"')"""
+
+        def number(key: str, kind: str = "REAL") -> str:
+            return f"CAST(json_extract(record, '$.{key}') AS {kind})"
+
+    else:
+        # `record` is TEXT: parsed once per row, in the innermost query.
+        source, hour_start = "(SELECT hourly.*, record::jsonb AS r FROM hourly) AS parsed", "hour::timestamptz"
+        time_s = "CAST(extract(epoch FROM hour::timestamptz) AS BIGINT)"
+
+        def count(gender: str, band: str) -> str:
+            return f"CAST(r -> 'counts' -> '{gender}' ->> '{band}' AS INTEGER)"
+
+        def number(key: str, kind: str = "DOUBLE PRECISION") -> str:
+            return f"CAST(r ->> '{key}' AS {kind})"
+
+    columns = {f"{g}_{b.replace('-', '_').replace('+', '_plus')}": (g, b) for g in _VIEW_GENDERS for b in _VIEW_BANDS}
+    extracted = ",\n    ".join(f"{count(g, b)} AS {name}" for name, (g, b) in columns.items())
+    totals = {g: " + ".join(name for name, (gender, _) in columns.items() if gender == g) for g in _VIEW_GENDERS}
+    return f"""CREATE VIEW hourly_counts AS
+SELECT hour_start, time_s, device, visitors, {", ".join(columns)},
+    {", ".join(f"{total} AS {g}" for g, total in totals.items())},
+    visitors - ({" + ".join(columns)}) AS unclassified,
+    coverage, mean_dwell_s, frames
+FROM (SELECT {hour_start} AS hour_start, {time_s} AS time_s, device, visitors,
+    {extracted},
+    {number("coverage")} AS coverage, {number("mean_dwell_s")} AS mean_dwell_s, {number("frames", "BIGINT")} AS frames
+FROM {source}) AS flat"""
+
+
+# One text for both databases where they agree (SQLite takes PostgreSQL's type names with the right
+# affinities); a {dialect: text} mapping where they do not (JSON and time functions).
 SCHEMA = Schema(
     "central log",
     (
@@ -58,6 +108,10 @@ SCHEMA = Schema(
         updated DOUBLE PRECISION NOT NULL
     )""",
         "CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+    ),
+    (
+        # 2: the hourly_counts view, for Grafana and plain SQL (see hourly_counts_view).
+        ({"sqlite": hourly_counts_view("sqlite"), "postgresql": hourly_counts_view("postgresql")},),
     ),
 )
 UPSERT_HOURLY = (
@@ -290,7 +344,7 @@ class PostgresStore(_SQLStore):
                 self.conn.execute("CREATE TABLE IF NOT EXISTS aicctv_schema (version INTEGER NOT NULL)")
                 row = self.conn.execute("SELECT version FROM aicctv_schema").fetchone()
                 has_tables = self.conn.execute("SELECT to_regclass('hourly') IS NOT NULL").fetchone()[0]
-                for statement in SCHEMA.steps(row[0] if row else 0, has_tables, redact(url)):
+                for statement in SCHEMA.steps(row[0] if row else 0, has_tables, redact(url), "postgresql"):
                     self.conn.execute(statement)
                 self.conn.execute("DELETE FROM aicctv_schema")
                 self.conn.execute("INSERT INTO aicctv_schema (version) VALUES (%s)", (SCHEMA.version,))

@@ -99,3 +99,67 @@ def test_config_check_lists_every_problem(tmp_path):
     central.write_text('[storage]\ndb = "x.db"\n[resync]\ncheck_interval_s = 30\n')
     done = subprocess.run([*run, str(central), "--show"], capture_output=True, text=True)
     assert done.returncode == 0 and "a valid central configuration" in done.stdout and 'db = "x.db"' in done.stdout
+
+
+def config_check(path, *flags: str):
+    import subprocess
+    import sys
+
+    run = [sys.executable, "-m", "edge.cli.main", "config", "check", "--ignore-env", *flags, str(path)]
+    return subprocess.run(run, capture_output=True, text=True)
+
+
+def test_central_device_and_site_tables_are_skipped_by_load_and_read_by_load_central(tmp_path):
+    from central.config import CentralConfig, load_central
+
+    path = tmp_path / "central.toml"
+    path.write_text('[storage]\ndb = "x.db"\n[devices.shop-1]\nsite = "berlin"\n[sites.berlin]\ntimezone = "UTC"\n')
+    assert load(CentralConfig, path, environ={}).storage.db == "x.db"  # no "unknown section 'devices'"
+    with pytest.raises(ConfigError, match="unknown section 'devices'"):
+        load(EdgeConfig, path, environ={})  # only the classes that declare them skip them
+    config, places = load_central(path, environ={})
+    assert config.storage.db == "x.db" and places.members("berlin") == ["shop-1"]
+    # No temporary copy any more: messages name the real file.
+    path.write_text('[web]\nrefresh_s = "fast"\n[devices.a]\nsite = "s"\n')
+    with pytest.raises(ConfigError, match=f"web.refresh_s = 'fast' \\({path}\\): expected float"):
+        load_central(path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("toml", "kind"),
+    [
+        ('[devices.shop-1]\ntimezone = "UTC"\n', "central"),
+        ('[sites.berlin]\nname = "Berlin"\n', "central"),
+        ('[web]\nlisten = "127.0.0.1:8080"\n', "central"),
+        ('[display]\ntimezone = "UTC"\n[storage]\ndb = "x.db"\n', "central"),
+        ("[resync]\ncheck_interval_s = 30\n", "central"),
+        ('[storage]\ndb = "x.db"\n', "edge"),
+        ('[device]\nid = "shop-1"\n[display]\ntimezone = "UTC"\n', "edge"),
+        ("not toml [", "edge"),
+    ],
+)
+def test_config_check_guesses_the_kind(tmp_path, toml, kind):
+    from edge.cli.config import guess_kind
+
+    path = tmp_path / "x.toml"
+    path.write_text(toml)
+    assert guess_kind(path) == kind
+
+
+def test_config_check_validates_a_central_file_with_device_tables(tmp_path):
+    central = tmp_path / "central.toml"
+    central.write_text(
+        '[storage]\ndb = "x.db"\n[display]\ntimezone = "Asia/Seoul"\n'
+        '[sites.berlin]\ntimezone = "Europe/Berlin"\nopening_hours = "mon-fri 09:00-18:00"\n'
+        '[devices.shop-1]\nsite = "berlin"\nname = "Front door"\n[devices.lobby-2]\nopening_hours = ""\n'
+    )
+    done = config_check(central)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{central}: a valid central configuration")
+    central.write_text('[storage]\ndb = "x.db"\n[devices.shop-1]\ntimezone = "Mars/Base"\n')
+    done = config_check(central)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert lines[0].endswith("1 problem(s) in this central configuration:"), done.stderr
+    assert len(lines) == 2 and "[devices.shop-1] timezone" in lines[1] and str(central) in lines[1], lines
+    assert "unknown section" not in done.stderr

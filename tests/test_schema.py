@@ -18,7 +18,7 @@ from central import store as central_store
 from central.store import SQLiteStore, open_store
 from edge.daemon import store as edge_store
 from edge.daemon.store import EdgeStore
-from edge.wire.sqlite import LogError, connect_durable, migrate_sqlite
+from edge.wire.sqlite import LogError, Schema, connect_durable, in_dialect, migrate_sqlite
 
 FIXTURES = Path(__file__).parent / "fixtures" / "logs"
 
@@ -116,3 +116,112 @@ def test_postgres_logs_carry_a_version_and_refuse_a_newer_one(postgres_url):
         conn.execute("UPDATE aicctv_schema SET version = 99")
     with pytest.raises(LogError, match="newer than this aicctv"):
         open_store(postgres_url)
+
+
+# What the release-0.1.0 central fixture holds, as the hourly_counts view (schema version 2) shows it.
+FIXTURE_COUNTS = [
+    {
+        "time_s": 1767603600,  # 2026-01-05T09:00:00Z
+        "device": "shop-1",
+        "visitors": 3,
+        "female_30_39": 2,
+        "male_20_29": 1,
+        "female": 2,
+        "male": 1,
+        "unclassified": 0,
+        "coverage": 1.0,
+        "mean_dwell_s": 40.5,
+        "frames": 90000,
+    },
+    {
+        "time_s": 1767607200,
+        "device": "shop-1",
+        "visitors": 0,
+        "female": 0,
+        "male": 0,
+        "unclassified": 0,
+        "coverage": 0.0,
+        "mean_dwell_s": 0.0,
+        "frames": 0,
+    },
+]
+BAND_COLUMNS = [
+    f"{gender}_{band}"
+    for gender in ("female", "male")
+    for band in ("0_9", "10_19", "20_29", "30_39", "40_49", "50_59", "60_plus")
+]
+
+
+def view_rows(cursor, sql: str) -> list[dict]:
+    described = cursor.execute(sql)
+    names = [column[0] for column in described.description]
+    return [dict(zip(names, row, strict=True)) for row in described.fetchall()]
+
+
+def expected_counts(row: dict) -> dict:
+    return {**dict.fromkeys(BAND_COLUMNS, 0), **row}
+
+
+def test_schema_steps_per_dialect_and_from_each_version():
+    both = {"sqlite": "CREATE VIEW v AS SELECT 1", "postgresql": "CREATE VIEW v AS SELECT 2"}
+    schema = Schema("log", ("CREATE TABLE t (x INTEGER)",), (("ALTER TABLE t ADD y INTEGER",), (both,)))
+    assert schema.version == 3
+    assert schema.steps(0, False, "x") == ["CREATE TABLE t (x INTEGER)", "ALTER TABLE t ADD y INTEGER", both["sqlite"]]
+    assert schema.steps(0, True, "x", "postgresql") == ["ALTER TABLE t ADD y INTEGER", both["postgresql"]]
+    assert schema.steps(2, True, "x", "postgresql") == [both["postgresql"]]
+    assert schema.steps(3, True, "x") == []
+    with pytest.raises(ValueError, match="unknown SQL dialect 'mysql'"):
+        schema.steps(1, True, "x", "mysql")
+    with pytest.raises(TypeError, match="a tuple of statements"):
+        Schema("log", (), (both,))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="exactly sqlite, postgresql"):
+        Schema("log", (), (({"sqlite": "SELECT 1"},),))
+
+
+def test_a_released_central_log_gains_the_grafana_view(released):
+    """Migration 2, the first real schema change: the release's log is brought to version 2 on
+    open, and hourly_counts shows its records as plain numbers, one column per gender and band."""
+    assert central_store.SCHEMA.version >= 2
+    open_store(released["central"]).close()
+    assert user_version(released["central"]) == central_store.SCHEMA.version
+    with sqlite3.connect(released["central"]) as conn:
+        rows = view_rows(conn.cursor(), "SELECT * FROM hourly_counts ORDER BY time_s")
+    assert [row.pop("hour_start") for row in rows] == ["2026-01-05T09:00:00Z", "2026-01-05T10:00:00Z"]
+    assert rows == [expected_counts(row) for row in FIXTURE_COUNTS]
+    assert all(isinstance(row[column], int) for row in rows for column in [*BAND_COLUMNS, "time_s", "unclassified"])
+
+
+def test_the_grafana_view_in_postgresql(released, postgres_url):
+    """A PostgreSQL log of version 1 gains the view too; the same records read the same through it,
+    with a timestamptz; visitors whose gender or age was not told are counted as unclassified."""
+    import psycopg
+
+    records = open_store(released["central"]).hourly()
+    untold = replace(records[0], hour="2026-01-05T11:00:00Z", visitors=5)  # 3 classified, 2 not
+    open_store(postgres_url).close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # as a release-0.1.0 central left it
+        conn.execute("DROP VIEW hourly_counts")
+        conn.execute("UPDATE aicctv_schema SET version = 1")
+    store = open_store(postgres_url)
+    store.write(central_store.Batch(hourly=[*records, untold]))
+    store.close()
+    with psycopg.connect(postgres_url) as conn:
+        rows = view_rows(conn.cursor(), "SELECT * FROM hourly_counts ORDER BY hour_start")
+    assert [row.pop("hour_start").isoformat() for row in rows] == [
+        "2026-01-05T09:00:00+00:00",
+        "2026-01-05T10:00:00+00:00",
+        "2026-01-05T11:00:00+00:00",
+    ]
+    third = {**FIXTURE_COUNTS[0], "time_s": 1767610800, "visitors": 5, "unclassified": 2}
+    assert rows == [expected_counts(row) for row in [*FIXTURE_COUNTS, third]]
+
+
+def test_released_migrations_never_change():
+    """A migration, once released, is never edited: logs already past it would not get the change.
+    Append a new one instead (and its digest here)."""
+    released = ["798b27a92e9cfa2c"]  # 2: hourly_counts
+    digests = [
+        hashlib.sha256(repr([in_dialect(s, d) for s in m for d in ("sqlite", "postgresql")]).encode()).hexdigest()[:16]
+        for m in central_store.SCHEMA.migrations
+    ]
+    assert digests[: len(released)] == released, "a released migration of the central log was edited: append one"

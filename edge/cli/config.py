@@ -39,19 +39,32 @@ def cmd_defaults(args: argparse.Namespace) -> int:
 
 
 def guess_kind(path: Path) -> str:
-    """'central' if the file has a section only the central config has, else 'edge'."""
+    """'central' if the file has a table only a central file has ([resync], [display], [web],
+    [devices.<id>], [sites.<name>]) and none only an edge file has, else 'edge'."""
     try:
         sections = set(tomllib.loads(path.read_text()))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
         return "edge"  # load() will report the actual problem
-    edge_only = {f.name for f in fields(EdgeConfig)} - {f.name for f in fields(config_class("central"))}
-    return "edge" if sections & edge_only or "resync" not in sections else "central"
+    central = config_class("central")
+    edge_names, central_names = {f.name for f in fields(EdgeConfig)}, {f.name for f in fields(central)}
+    central_only = (central_names | set(central.extra_tables)) - edge_names
+    return "central" if sections & central_only and not sections & (edge_names - central_names) else "edge"
+
+
+def check_file(kind: str, path: Path, problems: list[str], environ: dict[str, str] | None) -> object:
+    """The configuration in `path` as the daemon of `kind` would load it, its problems collected:
+    central's with its per-device and per-site tables."""
+    if kind == "central":
+        from central.config import load_central
+
+        return load_central(path, environ=environ, problems=problems)[0]
+    return load(config_class(kind), path, problems=problems, environ=environ)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     kind = args.kind or guess_kind(args.file)
     problems: list[str] = []
-    config = load(config_class(kind), args.file, problems=problems, environ={} if args.ignore_env else None)
+    config = check_file(kind, args.file, problems, {} if args.ignore_env else None)
     if problems:
         print(f"{args.file}: {len(problems)} problem(s) in this {kind} configuration:", file=sys.stderr)
         for problem in problems:

@@ -330,7 +330,9 @@ def load(
     """Build `cls` (a dataclass of section dataclasses) from defaults, file, environment and
     `overrides` ({"section.key": value}, e.g. command-line flags; None values are skipped).
     Raises the first ConfigError, or, given a `problems` list, collects every one there (a bad
-    value is then left at its default) and returns what could be built."""
+    value is then left at its default) and returns what could be built. Tables of the file named
+    in `cls.extra_tables` (a ClassVar, e.g. central's `[devices.<id>]`) are skipped here, left to
+    the caller to read, rather than reported as unknown sections."""
     settings: dict[str, dict[str, Any]] = {}
     sections = _field_types(cls)
 
@@ -351,7 +353,10 @@ def load(
             report(error)
 
     if path is not None:
+        extra = set(getattr(cls, "extra_tables", ()))
         for section, table in _read_toml(Path(path), report).items():
+            if section in extra:
+                continue
             if not isinstance(table, dict):
                 report(ConfigError(f"{path}: {section!r} must be a [section] table of settings"))
                 continue

@@ -5,12 +5,15 @@ A log's schema version is `PRAGMA user_version` in SQLite (a table `aicctv_schem
 Version 1 is the layout of the first release, whose logs carry no version (0): they are adopted
 as version 1. Opening a log brings it to the current version in one transaction; a log from a
 newer aicctv is refused before anything is written, so a downgrade never damages it.
+
+A statement is one SQL text for every database, or, where SQLite and PostgreSQL differ (JSON
+functions, time types), a mapping of dialect ("sqlite", "postgresql") to its text.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,22 +40,37 @@ def is_corruption(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
+# One SQL text for every database, or {"sqlite": …, "postgresql": …} where they differ.
+Statement = str | Mapping[str, str]
+DIALECTS = ("sqlite", "postgresql")
+
+
 @dataclass(frozen=True)
 class Schema:
     """A log's tables as first released, and each migration since, in order."""
 
     what: str  # "edge log", "central log": for messages
-    tables: tuple[str, ...]  # version 1
+    tables: tuple[Statement, ...]  # version 1
     # migrations[n - 1] takes version n to n + 1. Append only; never edit a released one.
-    migrations: tuple[tuple[str, ...], ...] = ()
+    migrations: tuple[tuple[Statement, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not all(isinstance(m, tuple) for m in self.migrations):
+            raise TypeError(f"{self.what}: each migration is a tuple of statements")
+        for statement in [*self.tables, *(s for m in self.migrations for s in m)]:
+            if not isinstance(statement, str) and set(statement) != set(DIALECTS):
+                raise TypeError(f"{self.what}: a statement per dialect needs exactly {', '.join(DIALECTS)}")
 
     @property
     def version(self) -> int:
         return 1 + len(self.migrations)
 
-    def steps(self, found: int, has_tables: bool, where: str) -> list[str]:
-        """The statements that bring a log at version `found` to `version`: all of them for a new
-        log (so every new log walks the same path as an upgraded one), none when current."""
+    def steps(self, found: int, has_tables: bool, where: str, dialect: str = "sqlite") -> list[str]:
+        """The statements, in `dialect`'s SQL, that bring a log at version `found` to `version`:
+        all of them for a new log (so every new log walks the same path as an upgraded one), none
+        when current."""
+        if dialect not in DIALECTS:
+            raise ValueError(f"unknown SQL dialect {dialect!r}: one of {', '.join(DIALECTS)}")
         if found > self.version:
             raise LogError(
                 f"{where} is a {self.what} of schema version {found}, newer than this aicctv's {self.version}: "
@@ -60,9 +78,15 @@ class Schema:
             )
         if found == 0:
             if not has_tables:
-                return [*self.tables, *(s for m in self.migrations for s in m)]
+                todo = [*self.tables, *(s for m in self.migrations for s in m)]
+                return [in_dialect(s, dialect) for s in todo]
             found = 1
-        return [s for m in self.migrations[found - 1 :] for s in m]
+        return [in_dialect(s, dialect) for m in self.migrations[found - 1 :] for s in m]
+
+
+def in_dialect(statement: Statement, dialect: str) -> str:
+    """The text of `statement` for `dialect`; a mapping lacking it is a bug in the schema."""
+    return statement if isinstance(statement, str) else statement[dialect]
 
 
 def connect_durable(path: Path, busy_timeout_s: float = 5.0) -> sqlite3.Connection:
@@ -100,7 +124,7 @@ def migrate_sqlite(conn: sqlite3.Connection, schema: Schema, where: str) -> int:
     with transaction(conn):
         found = conn.execute("PRAGMA user_version").fetchone()[0]
         has_tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0] > 0
-        for statement in schema.steps(found, has_tables, where):
+        for statement in schema.steps(found, has_tables, where, "sqlite"):
             conn.execute(statement)
         if found != schema.version:
             # PRAGMA takes no parameters; the version is our own integer.
