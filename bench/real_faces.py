@@ -62,12 +62,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--detector", choices=("full", "short"), default=VisionConfig.detector)
     parser.add_argument("--score", type=float, default=None)
     parser.add_argument("--min-face", type=int, default=VisionConfig.min_face)
+    parser.add_argument("--verify", type=float, default=VisionConfig.verify, help="0: no second look")
     parser.add_argument("--list-false", action="store_true", help="print each false positive (file, box, score)")
     args = parser.parse_args(argv)
     rows = [json.loads(line) for line in (args.data / "boxes.jsonl").read_text().splitlines() if line.strip()]
     if args.source != "all":
         rows = [r for r in rows if r["source"] == args.source]
-    detector = FaceDetector(args.detector, score_threshold=args.score, min_face_px=args.min_face)
+    detector = FaceDetector(args.detector, score_threshold=args.score, min_face_px=args.min_face, verify=args.verify)
     per_source: dict[str, dict] = defaultdict(
         lambda: {"images": 0, "true": 0, "false": 0, "recalls": [], "seconds": 0.0}
     )
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
             for box, score in zip(found.boxes, found.scores, strict=True):
                 if not len(truth) or iou_matrix(truth, box[None]).max() < MATCH_IOU:
                     print(f"false: {row['file']} box {np.round(box).astype(int).tolist()} score {score:.2f}")
-    print(f"detector {args.detector}, score {args.score or 'default'}, min face {args.min_face} px")
+    print(f"detector {args.detector}, score {args.score or 'default'}, verify {args.verify}, min face {args.min_face}")
     for source, s in sorted(per_source.items()):
         hits = sum(found for _, found in s["recalls"])
         precision = s["true"] / max(s["true"] + s["false"], 1)

@@ -19,7 +19,8 @@ def run_cli(capsys, *args: str) -> tuple[int, list[dict], str]:
 
 
 def check_face(face: dict) -> None:
-    assert set(face) == {"box", "score", "gender", "p_female", "age", "age_band"}
+    assert set(face) == {"box", "score", "gender", "p_female", "age", "age_band", "too_small"}
+    assert face["too_small"] is False
     assert len(face["box"]) == 4 and face["box"][2] > 0 and face["box"][3] > 0
     assert face["gender"] in {"male", "female"}
     assert (face["gender"] == "female") == (face["p_female"] >= 0.5)

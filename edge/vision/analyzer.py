@@ -36,22 +36,25 @@ STAGES = ("decode", "detect", "align", "classify", "track")
 
 @dataclass(frozen=True)
 class Face:
-    """One face in one image: box as x1, y1, x2, y2 pixels, and its age/gender estimate."""
+    """One face in one image: box as x1, y1, x2, y2 pixels, and its age/gender estimate; None for
+    a face too small to judge (narrower than `vision.min_classify`), which is never guessed."""
 
     box: np.ndarray
     score: float
     keypoints: np.ndarray
-    estimate: AgeGender
+    estimate: AgeGender | None
 
     def to_json(self) -> dict:
         x1, y1, x2, y2 = (float(v) for v in self.box)
+        e = self.estimate
         return {
             "box": [round(x1, 1), round(y1, 1), round(x2 - x1, 1), round(y2 - y1, 1)],
             "score": round(self.score, 3),
-            "gender": self.estimate.gender,
-            "p_female": round(self.estimate.p_female, 3),
-            "age": round(self.estimate.age, 1),
-            "age_band": self.estimate.age_band,
+            "gender": None if e is None else e.gender,
+            "p_female": None if e is None else round(e.p_female, 3),
+            "age": None if e is None else round(e.age, 1),
+            "age_band": None if e is None else e.age_band,
+            "too_small": e is None,
         }
 
 
@@ -218,6 +221,7 @@ class Analyzer:
             num_threads=c.threads,
             min_face_px=c.min_face,
             tiles=c.tiles,
+            verify=c.verify,
         )
         self.classifier = AgeGenderModel(num_threads=c.threads, flip=c.flip)
         self.times = StageTimes()
@@ -241,9 +245,13 @@ class Analyzer:
         with self.times.stage("detect"):
             found = self.detector(image)
         return [
-            Face(box, float(score), kps, self.estimate(image, kps))
+            Face(box, float(score), kps, self.estimate(image, kps) if self.judgeable(box) else None)
             for box, score, kps in zip(found.boxes, found.scores, found.keypoints, strict=True)
         ]
+
+    def judgeable(self, box: np.ndarray) -> bool:
+        """Whether a face is wide enough for the age/gender model (bench/face_size.py)."""
+        return float(box[2] - box[0]) >= self.config.min_classify
 
     def tracking(self) -> Tracking:
         """A fresh tracking state for `track`, with this analyzer's tracker settings."""
@@ -281,7 +289,7 @@ class Analyzer:
                 track_id = int(ids[i])
                 if still.observe(track_id, found.boxes[i], found.keypoints[i], frame.timestamp):
                     static.append(StaticFace(track_id, found.boxes[i].copy(), still.tracks[track_id].since))
-                if still.countable(track_id):
+                if still.countable(track_id) and self.judgeable(found.boxes[i]):
                     self._maybe_classify(samples[track_id], frame.image, found.keypoints[i], found.boxes[i])
             in_view = sum(still.countable(t.id) for t in tracker.in_view)
             yield FrameResult(frame, found, ids, in_view, self._visitors(ended, tracking), static)

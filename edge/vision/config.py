@@ -24,7 +24,17 @@ class VisionConfig:
         flag="--score",
         metavar="S",
         example=0.5,
-        help="detection score threshold; higher: fewer false faces, more missed (unset: the detector's own, 0.5)",
+        help="detection score threshold for candidate faces; higher: fewer false faces, more missed (unset: 0.3 "
+        "with verify on, which checks each candidate again; the detector's own 0.5 with verify off)",
+    )
+    verify: float = setting(
+        0.58,
+        ge=0.0,
+        le=1.0,
+        flag="--verify",
+        metavar="V",
+        help="second look at each new face: the mean of its score and two re-centred crops' scores must "
+        "reach this; higher: fewer false faces, more missed (0: off)",
     )
     min_face: int = setting(
         40,
@@ -33,6 +43,15 @@ class VisionConfig:
         flag="--min-face",
         metavar="PX",
         help="smallest face width in pixels to look for; large frames are searched in windows to reach it",
+    )
+    min_classify: int = setting(
+        24,
+        ge=8,
+        le=4096,
+        flag="--min-classify",
+        metavar="PX",
+        help="smallest face width in pixels given an age and a gender: below it, gender accuracy falls from 92 % "
+        "towards 87 % and age error grows (bench/face_size.py); such faces are counted but never guessed",
     )
     tiles: bool = setting(
         True, flag="--tiles", help="search large frames in windows to reach min_face (off: faster, misses small faces)"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge.vision.detections import NUM_KEYPOINTS, Detections, containment, iou_matrix
+from edge.vision.detections import MIRRORED_KEYPOINTS, NUM_KEYPOINTS, Detections, containment, iou_matrix
 from edge.vision.model_files import model_path
 from edge.vision.runtime import TFLiteModel
 
@@ -38,6 +38,22 @@ DETECTORS = {
 }
 # Both models find ≥ 98 % of faces at least this wide in their input (measured on UTKFace faces).
 RELIABLE_FACE_AT_INPUT = 32
+# Video: the short-range pass for close-ups runs every this many frames, and every frame while a
+# tracked face is at least LARGE_FACE of the frame's width (the full-range model starts missing
+# faces above ~60 % of the width, bench/closeups.py).
+CLOSE_UP_EVERY = 4
+LARGE_FACE = 0.35
+# The close-up pass keeps faces at least this share of the frame's longer side.
+CLOSE_UP = 0.2
+# With the second look on, candidates start this low: it rejects what the lower bar lets in, and
+# faces scoring 0.3-0.5 are found (bench/real_faces.py).
+CANDIDATE_SCORE = 0.3
+# A second look scores every face the model sees in the crop down to this, and takes the best one
+# overlapping the candidate this much.
+VERIFY_FLOOR = 0.05
+VERIFY_IOU = 0.4
+# Video: a candidate that failed its second look is not looked at again for this many frames.
+REMEMBER_REJECTED = 12
 Window = tuple[int, int, int, int]  # x, y, width, height in frame pixels
 
 
@@ -162,8 +178,9 @@ class BlazeFace:
         if shapes[self._box_output][1] != len(self.anchors):
             raise RuntimeError(f"{self.spec.file}: expected {len(self.anchors)} anchors, model has {shapes}")
 
-    def __call__(self, image: np.ndarray) -> Detections:
-        """Faces in `image` (letterboxed into the model input), in `image` pixels."""
+    def __call__(self, image: np.ndarray, score_threshold: float | None = None) -> Detections:
+        """Faces in `image` (letterboxed into the model input), in `image` pixels; scoring at least
+        `score_threshold` (default: the model's)."""
         size = self.spec.input_size
         h, w = image.shape[:2]
         scale = size / max(h, w)
@@ -180,21 +197,32 @@ class BlazeFace:
             outputs[self._score_output][0, :, 0],
             self.anchors,
             size,
-            self.score_threshold,
+            self.score_threshold if score_threshold is None else score_threshold,
         )
         # Normalized letterbox coordinates back to image pixels.
         return found.transformed(size / scale, -pad_x / scale, -pad_y / scale)
 
 
 class FaceDetector:
-    """BlazeFace on a whole frame plus square windows of it, merged by weighted NMS.
+    """Faces in frames: candidates from BlazeFace on the whole frame, on square windows of it and
+    (for close-ups) from the short-range model, merged by weighted NMS, then each new candidate
+    verified by a second look.
 
     Called on a still image, it searches the whole window pyramid (see `pyramid_windows`), so faces
     down to `min_face_px` wide are found however large the frame. On video, `detect_stream` looks
     at a few windows per frame instead.
 
-    The short-range model is not used for zoom windows although it is 3x cheaper: on generated
-    clips it lost fully visible faces for seconds that full-range kept (bench/counting.py)."""
+    Close-ups: the full-range model misses faces filling most of the frame (a counter, a kiosk, a
+    doorway camera mounted low), which the short-range model finds; stills always get both, video
+    gets the short-range pass every `CLOSE_UP_EVERY` frames and every frame while a large face is
+    tracked. The short-range model is not used for zoom windows although it is 3x cheaper: on
+    generated clips it lost fully visible faces for seconds that full-range kept (bench/counting.py).
+
+    Verification (`verify` > 0): each candidate not already tracked is looked at again, centred in
+    a crop three times its width by the full-range model and twice its width by the short-range
+    model; it stays a face if the mean of its score and the two crops' scores reaches `verify`.
+    Textures that one window happens to read as a face rarely survive both crops
+    (bench/real_faces.py)."""
 
     def __init__(
         self,
@@ -204,12 +232,21 @@ class FaceDetector:
         num_threads: int = 1,
         min_face_px: int = 40,
         tiles: bool = True,
+        verify: float = 0.0,
     ) -> None:
+        if score_threshold is None and verify > 0:
+            score_threshold = CANDIDATE_SCORE
         self.model = BlazeFace(model, score_threshold, num_threads)
+        other = "short" if model == "full" else "full"
+        # The second model: close-ups (when `model` is full-range) and the second look.
+        self.other = BlazeFace(other, score_threshold, num_threads)
+        self.near = self.other if model == "full" else None
+        self.verify_threshold = verify
         self.nms_threshold = nms_threshold
         self.min_face_px = min_face_px
         self.tiles = tiles
         self._pyramids: dict[tuple[int, int], list[Window]] = {}
+        self._rejected: list[tuple[np.ndarray, int]] = []
 
     def windows(self, width: int, height: int) -> list[Window]:
         """The window pyramid for this frame size (empty when tiling is off)."""
@@ -236,41 +273,109 @@ class FaceDetector:
         y = int(np.clip(round(cy - side / 2), 0, height - side))
         return x, y, side, side
 
-    def _detect_windows(self, image: np.ndarray, whole: Detections, windows: list[Window]) -> Detections:
+    def _detect_windows(
+        self, image: np.ndarray, found: list[Detections], windows: list[Window], known: np.ndarray, index: int = -1
+    ) -> Detections:
+        """Merge `found` with what the model sees in `windows`, then verify each candidate that no
+        `known` box (a face being tracked) vouches for. `index`: the video frame, for remembering
+        rejected candidates (a still has none)."""
         h, w = image.shape[:2]
-        found = [whole]
         for window in windows:
             x, y, tw, th = window
             in_window = self.model(image[y : y + th, x : x + tw]).transformed(1.0, x, y)
             found.append(drop_cut_faces(in_window, window, w, h))
-        merged = weighted_nms(Detections.concatenate(found), self.nms_threshold)
-        return _clip_to_frame(merged, w, h).largest_first()
+        merged = _clip_to_frame(weighted_nms(Detections.concatenate(found), self.nms_threshold), w, h)
+        if self.verify_threshold <= 0 or not len(merged):
+            return merged.largest_first()
+        keep = np.zeros(len(merged), bool)
+        if len(known):
+            keep = iou_matrix(merged.boxes, known).max(axis=1) >= 0.3
+        # A texture rejected in a recent frame is still there: do not pay for a second look again.
+        self._rejected = [(box, until) for box, until in self._rejected if until > index]
+        rejected = np.array([box for box, _ in self._rejected], np.float32).reshape(-1, 4)
+        for i in np.flatnonzero(~keep):
+            if len(rejected) and iou_matrix(merged.boxes[i : i + 1], rejected).max() >= 0.5:
+                continue
+            keep[i] = self._looks_like_a_face(image, merged.boxes[i], merged.scores[i])
+            if not keep[i] and index >= 0:
+                self._rejected.append((merged.boxes[i], index + REMEMBER_REJECTED))
+        return merged[keep].largest_first()
+
+    def _looks_like_a_face(self, image: np.ndarray, box: np.ndarray, score: float) -> bool:
+        full, short = (self.model, self.other) if self.near is not None else (self.other, self.model)
+        second = crop_score(full, image, box, 3.0) + crop_score(short, image, box, 2.0)
+        return (score + second) / 3 >= self.verify_threshold
+
+    def _near(self, image: np.ndarray) -> list[Detections]:
+        """Close-ups from the short-range model; smaller faces are the full-range passes' to find."""
+        if self.near is None:
+            return []
+        found = self.near(image)
+        return [found[found.widths >= CLOSE_UP * max(image.shape[:2])]]
 
     def __call__(self, image: np.ndarray) -> Detections:
-        """Faces in a BGR image, in pixels, largest first: the whole image and its window pyramid."""
+        """Faces in a BGR image, in pixels, largest first: the whole image, its mirror image (a
+        profile the model misses one way round it often finds the other), close-ups, and the
+        window pyramid."""
         h, w = image.shape[:2]
-        return self._detect_windows(image, self.model(image), self.windows(w, h))
+        found = [self.model(image), mirrored(self.model(image[:, ::-1]), w), *self._near(image)]
+        return self._detect_windows(image, found, self.windows(w, h), np.zeros((0, 4), np.float32))
 
     def detect_stream(self, image: np.ndarray, index: int, tracked: np.ndarray, zoom: np.ndarray) -> Detections:
         """Faces in frame `index` of a video, given the boxes (N, 4) of faces being tracked and
         whether each may get a zoom window this frame.
 
         Besides the whole frame: one window of the pyramid in turn, so new small faces are found
-        within one cycle (14 frames at 640x480); and a zoom window around each tracked face that
-        the whole-frame pass missed and is too small for it, so small faces stay tracked. (Visiting
-        the pyramid only every other frame saves 15 % but swapped more identities on generated
-        clips, bench/counting.py.)"""
+        within one cycle (14 frames at 640x480); a zoom window around each tracked face that the
+        whole-frame pass missed and is too small for it, so small faces stay tracked; and the
+        close-up pass on schedule. (Visiting the pyramid only every other frame saves 15 % but
+        swapped more identities on generated clips, bench/counting.py.)"""
         h, w = image.shape[:2]
         whole = self.model(image)
+        found = [whole]
+        large = len(tracked) and (tracked[:, 2] - tracked[:, 0]).max() >= LARGE_FACE * w
+        if index % CLOSE_UP_EVERY == 0 or large:
+            found += self._near(image)
         pyramid = self.windows(w, h)
         windows = [pyramid[index % len(pyramid)]] if pyramid else []
         if len(tracked):
             seen = iou_matrix(tracked, whole.boxes).max(axis=1) if len(whole) else np.zeros(len(tracked))
             for box in tracked[(seen < 0.3) & zoom]:
-                zoom = self.zoom_window(box, w, h)
-                if zoom is not None:
-                    windows.append(zoom)
-        return self._detect_windows(image, whole, windows)
+                zoom_window = self.zoom_window(box, w, h)
+                if zoom_window is not None:
+                    windows.append(zoom_window)
+        return self._detect_windows(image, found, windows, tracked, index)
+
+
+def mirrored(found: Detections, width: int) -> Detections:
+    """Detections made on a horizontally flipped image, in the original image's coordinates (the
+    left and right eye and ear swap places)."""
+    boxes = found.boxes.copy()
+    boxes[:, [0, 2]] = width - found.boxes[:, [2, 0]]
+    keypoints = found.keypoints.copy()
+    keypoints[..., 0] = width - keypoints[..., 0]
+    return Detections(boxes, found.scores, keypoints[:, MIRRORED_KEYPOINTS])
+
+
+def crop_score(model: BlazeFace, image: np.ndarray, box: np.ndarray, factor: float) -> float:
+    """The best score `model` gives the face at `box` when it is centred in a square crop `factor`
+    times its width (black beyond the frame): a second look at a candidate face."""
+    x1, y1, x2, y2 = box
+    side = max(round(max(x2 - x1, y2 - y1) * factor), 2)
+    left, top = round((x1 + x2 - side) / 2), round((y1 + y2 - side) / 2)
+    h, w = image.shape[:2]
+    crop = np.zeros((side, side, 3), np.uint8)
+    sx, sy = max(left, 0), max(top, 0)
+    ex, ey = min(left + side, w), min(top + side, h)
+    if ex <= sx or ey <= sy:
+        return 0.0
+    crop[sy - top : ey - top, sx - left : ex - left] = image[sy:ey, sx:ex]
+    found = model(crop, VERIFY_FLOOR)
+    if not len(found):
+        return 0.0
+    target = np.array([[x1 - left, y1 - top, x2 - left, y2 - top]], np.float32)
+    overlap = iou_matrix(target, found.boxes)[0] >= VERIFY_IOU
+    return float(found.scores[overlap].max()) if overlap.any() else 0.0
 
 
 def shrink(image: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -9,6 +9,8 @@ import numpy as np
 # BlazeFace keypoint order; "right" is the subject's right, which appears on the image's left.
 RIGHT_EYE, LEFT_EYE, NOSE_TIP, MOUTH, RIGHT_EAR, LEFT_EAR = range(6)
 NUM_KEYPOINTS = 6
+# The keypoint order of a mirrored face: right and left swap.
+MIRRORED_KEYPOINTS = [LEFT_EYE, RIGHT_EYE, NOSE_TIP, MOUTH, LEFT_EAR, RIGHT_EAR]
 
 
 @dataclass(frozen=True)
