@@ -494,6 +494,38 @@ def generate(
     return truth_path
 
 
+def empty_scene(out_dir: Path | str, seed: int = 0, seconds: float = 20.0, lights_at_s: float | None = None) -> Path:
+    """The scene of `generate(out_dir, seed)` with nobody in it, the same size, noise and JPEG
+    artefacts: the idle half of the busy/idle speed comparison. `lights_at_s`: the light level
+    jumps by a third at that moment, as when the lights are switched on."""
+    _, scene_rng, _, noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4))
+    pillars = make_pillars(REF_WIDTH, REF_HEIGHT, scene_rng)
+    background = make_background(REF_WIDTH, REF_HEIGHT, pillars, scene_rng)
+    fps = 25
+    frames = round(seconds * fps)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    video = out_dir / VIDEO_NAME
+    if lights_at_s is None:
+        render(video, background, pillars, [], [], frames, fps, noise_rng)
+        return video
+    # Two renders joined: before the switch, then the brighter scene.
+    before = round(lights_at_s * fps)
+    brighter = np.clip(background.astype(np.float32) * 1.33, 0, 255).astype(np.uint8)
+    parts = [out_dir / "before.mp4", out_dir / "after.mp4"]
+    render(parts[0], background, pillars, [], [], before, fps, noise_rng)
+    render(parts[1], brighter, pillars, [], [], frames - before, fps, noise_rng)
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), fps, (REF_WIDTH, REF_HEIGHT))
+    for part in parts:
+        capture = cv2.VideoCapture(str(part))
+        while (frame := capture.read())[0]:
+            writer.write(frame[1])
+        capture.release()
+        part.unlink()
+    writer.release()
+    return video
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.clipgen", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="output folder for clip.mp4 and clip.json")

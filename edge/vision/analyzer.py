@@ -26,12 +26,13 @@ from edge.vision.classify import AgeGender, AgeGenderModel
 from edge.vision.config import VisionConfig
 from edge.vision.detect import FaceDetector
 from edge.vision.detections import LEFT_EYE, NOSE_TIP, RIGHT_EYE, Detections
+from edge.vision.motion import MotionGate
 from edge.vision.sources import Frame
 from edge.vision.still import StillFilter
 from edge.vision.track import MultiTracker, Track, Tracker, appearances
 from edge.wire.contract import age_band, gender_of
 
-STAGES = ("decode", "detect", "align", "classify", "track")
+STAGES = ("decode", "motion", "detect", "align", "classify", "track")
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ class StageTimes:
 
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     frames: int = 0
+    detected: int = 0  # frames the face detector ran on (the rest: nothing moved, nobody tracked)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -268,19 +270,25 @@ class Analyzer:
         tracking = tracking or self.tracking()
         tracker, still, samples = tracking.tracker, tracking.still, tracking.samples
         iterator = iter(frames)
+        gate = MotionGate() if self.config.motion else None
+        last_sweep = -np.inf
         while True:
             with self.times.stage("decode"):
                 frame = next(iterator, None)
             if frame is None:
                 break
             self.times.frames += 1
-            with self.times.stage("detect"):
-                tracked = np.array([t.box for t in tracker.tracks], np.float32).reshape(-1, 4)
-                # A confirmed track rides out a missed frame on its prediction, so its zoom window
-                # (if it needs one) runs every other frame, staggered across tracks; a tentative
-                # track is dropped at its first miss, so it is zoomed every frame.
-                zoom = np.array([not t.confirmed or (frame.index + t.id) % 2 == 0 for t in tracker.tracks], bool)
-                found = self.detector.detect_stream(frame.image, frame.index, tracked, zoom)
+            with self.times.stage("motion"):
+                moved = gate is None or gate.moved(frame.image)
+            # Someone being followed needs every frame; a thing that never moves does not.
+            people = any(still.countable(t.id) for t in tracker.tracks)
+            if moved or people or frame.timestamp - last_sweep >= self.config.sweep_s:
+                last_sweep = frame.timestamp
+                self.times.detected += 1
+                with self.times.stage("detect"):
+                    found = self._detect(frame, tracker)
+            else:
+                found = Detections.empty()
             with self.times.stage("track"):
                 features = appearances(frame.image, found.boxes)
                 ids, ended = tracker.update(found.boxes, frame.timestamp, features)
@@ -295,6 +303,14 @@ class Analyzer:
             yield FrameResult(frame, found, ids, in_view, self._visitors(ended, tracking), static)
         leftover = self._visitors(tracker.finish(), tracking)
         yield FrameResult(None, Detections.empty(), np.zeros(0, np.int64), 0, leftover)
+
+    def _detect(self, frame: Frame, tracker: MultiTracker) -> Detections:
+        tracked = np.array([t.box for t in tracker.tracks], np.float32).reshape(-1, 4)
+        # A confirmed track rides out a missed frame on its prediction, so its zoom window (if it
+        # needs one) runs every other frame, staggered across tracks; a tentative track is dropped
+        # at its first miss, so it is zoomed every frame.
+        zoom = np.array([not t.confirmed or (frame.index + t.id) % 2 == 0 for t in tracker.tracks], bool)
+        return self.detector.detect_stream(frame.image, frame.index, tracked, zoom)
 
     def _maybe_classify(self, state: _TrackSamples, image: np.ndarray, keypoints: np.ndarray, box: np.ndarray) -> None:
         state.since_sample += 1

@@ -66,6 +66,15 @@ class VisionConfig:
         1.5, ge=0.1, le=60.0, help="a person unseen this many seconds has left: their visit ends"
     )
     min_hits: int = setting(3, ge=1, le=100, help="frames a face must be seen in before it counts as a person")
+    motion: bool = setting(
+        True,
+        flag="--motion",
+        help="run the face detector only on frames where something moved or someone is tracked (plus a sweep "
+        "every sweep_s): an empty scene costs a small fraction of a busy one",
+    )
+    sweep_s: float = setting(
+        1.0, ge=0.04, le=60.0, help="with motion gating, the detector still looks at the whole frame this often"
+    )
     static_after_s: float = setting(
         120.0,
         ge=1.0,
