@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import tomllib
 from dataclasses import fields
 from pathlib import Path
@@ -62,9 +63,20 @@ def check_file(kind: str, path: Path, problems: list[str], environ: dict[str, st
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    kind = args.kind or guess_kind(args.file)
+    if args.file.exists() and not args.file.is_file():
+        # /dev/stdin, a pipe: it can be read only once, and the check reads it twice.
+        with tempfile.TemporaryDirectory() as folder:
+            copy = Path(folder) / "config.toml"
+            copy.write_bytes(args.file.read_bytes())
+            return _check(args, copy)
+    return _check(args, args.file)
+
+
+def _check(args: argparse.Namespace, path: Path) -> int:
+    kind = args.kind or guess_kind(path)
     problems: list[str] = []
-    config = check_file(kind, args.file, problems, {} if args.ignore_env else None)
+    config = check_file(kind, path, problems, {} if args.ignore_env else None)
+    problems = [problem.replace(str(path), str(args.file)) for problem in problems]
     if problems:
         print(f"{args.file}: {len(problems)} problem(s) in this {kind} configuration:", file=sys.stderr)
         for problem in problems:

@@ -43,12 +43,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from edge.daemon.store import EdgeStore
+    # Read-only, like `aicctv stats`: pointed at another kind of log by mistake, it changes nothing.
+    from edge.cli.stats import read_hourly
 
     if not args.db.is_file():
         raise ConfigError(f"no edge log at {args.db}: pass the --db the daemon writes (storage.db)")
-    with EdgeStore(args.db) as store:
-        write_records(store.hourly(since=args.since, until=args.until), args.format, sys.stdout)
+    write_records(read_hourly(str(args.db), since=args.since, until=args.until), args.format, sys.stdout)
     return 0
 
 

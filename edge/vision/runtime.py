@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +15,30 @@ import numpy as np
 
 class ModelError(RuntimeError):
     """A model file that exists but cannot be loaded (truncated, damaged, not a model)."""
+
+
+# What the TFLite runtime prints to stderr, from C++, each time it sets up its CPU delegate: noise on
+# every command's output, and no setting or environment variable turns it off.
+_BANNER = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+
+
+@contextmanager
+def _without_delegate_banner() -> Iterator[None]:
+    """Run the block with the process's stderr (file descriptor 2) going to a scratch file, then
+    pass on everything written there except the delegate banner."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as scratch:
+        os.dup2(scratch.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            scratch.seek(0)
+            kept = [line for line in scratch.read().splitlines(keepends=True) if line.rstrip() != _BANNER]
+            if kept:
+                os.write(2, b"".join(kept))
 
 
 def _interpreter_class() -> Any:
@@ -76,7 +103,7 @@ class TFLiteModel:
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         """Run on one input tensor (already in the input dtype); outputs dequantized to float32."""
         if not self._allocated:
-            with self._failures():
+            with self._failures(), _without_delegate_banner():
                 self.interpreter.allocate_tensors()
             self._allocated = True
         self.interpreter.set_tensor(self._input["index"], x)

@@ -1,0 +1,47 @@
+"""Small promises of the command line: a config piped on stdin is checked as written, an export
+never writes to the log it reads, and a command's stderr carries only what it has to say."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import FACE_FILES
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURE_CENTRAL = REPO / "tests" / "fixtures" / "logs" / "central-v0.1.0.db"
+
+
+def aicctv(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "edge.cli.main", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+
+
+def test_config_check_reads_stdin_once():
+    bad = aicctv("config", "check", "--ignore-env", "/dev/stdin", stdin="[vision]\nthreads = 0\n")
+    assert bad.returncode == 1 and "vision.threads = 0" in bad.stderr, bad.stderr
+    good = aicctv("config", "check", "--ignore-env", "/dev/stdin", stdin="[vision]\nthreads = 2\n")
+    assert good.returncode == 0 and "/dev/stdin: a valid edge configuration" in good.stdout
+
+
+def test_edge_export_leaves_the_log_it_reads_untouched(tmp_path):
+    central = Path(shutil.copy(FIXTURE_CENTRAL, tmp_path))
+    before = hashlib.sha256(central.read_bytes()).hexdigest()
+    done = aicctv("edge", "export", "--db", str(central))
+    assert done.returncode == 0 and done.stdout.count("\n") == 2, done.stderr
+    assert hashlib.sha256(central.read_bytes()).hexdigest() == before
+    assert not Path(f"{central}-wal").exists()
+
+
+def test_analyze_says_nothing_on_stderr_when_all_is_well():
+    done = aicctv("analyze", str(FACE_FILES[0]), "--json")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
