@@ -18,8 +18,16 @@ Install or upgrade aicctv as a systemd service:
   5. the unit aicctv-<role>.service in /etc/systemd/system: daemon-reload, enable, start
 Re-running it with nothing new changes no file.
 
+Several cameras on one board: run it once per camera with --instance NAME. Each instance is
+aicctv-edge@NAME.service (the template aicctv-edge@.service) with its own configuration
+/etc/aicctv/edge-NAME.toml, its own [device] id (give --device-id), log
+/var/lib/aicctv/edge-NAME.db and password credentials/mqtt-password-NAME (aicctv-provision
+--instance NAME). Steps 1-3 are shared and done once.
+
 Options:
   --role edge|central   what to install (default: edge)
+  --instance NAME       an edge daemon for one of several cameras (see above): 1-32 of
+                        A-Z a-z 0-9 _ -
   --wheel PATH          the aicctv wheel to install (default: build one from this checkout)
   --wheelhouse DIR      install offline: pip --no-index --find-links DIR (wheels of all dependencies)
   --python PATH         Python 3.11+ for the venv (default: python3)
@@ -50,13 +58,14 @@ step() { printf '%-9s %s\n' "$1:" "$2"; }
 
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROLE=edge WHEEL="" WHEELHOUSE="" PYTHON=python3 SYSTEM_SITE=false MODELS_FROM="" CONFIG=""
-FORCE_CONFIG=false DEVICE_ID="" BROKER="" SOURCE="" ROOT="" NO_START=false
+FORCE_CONFIG=false DEVICE_ID="" BROKER="" SOURCE="" ROOT="" NO_START=false INSTANCE=""
 
 need_value() { [[ $# -ge 2 && -n $2 ]] || usage_error "$1 needs a value"; }
 while [[ $# -gt 0 ]]; do
     case $1 in
         -h | --help) usage; exit 0 ;;
         --role) need_value "$@"; ROLE=$2; shift 2 ;;
+        --instance) need_value "$@"; INSTANCE=$2; shift 2 ;;
         --wheel) need_value "$@"; WHEEL=$2; shift 2 ;;
         --wheelhouse) need_value "$@"; WHEELHOUSE=$2; shift 2 ;;
         --python) need_value "$@"; PYTHON=$2; shift 2 ;;
@@ -81,9 +90,12 @@ done
 if [[ -n $CONFIG && -n $DEVICE_ID$BROKER$SOURCE ]]; then
     usage_error "--config and --device-id/--broker/--source exclude each other (edit FILE instead)"
 fi
-if [[ $ROLE == central && -n $DEVICE_ID$SOURCE ]]; then
-    usage_error "--device-id and --source are for --role edge"
+if [[ $ROLE == central && -n $DEVICE_ID$SOURCE$INSTANCE ]]; then
+    usage_error "--device-id, --source and --instance are for --role edge"
 fi
+# The same rule as deploy/provision's: a unit instance and part of file names, nothing to escape.
+[[ -z $INSTANCE || $INSTANCE =~ ^[A-Za-z0-9_-]{1,32}$ ]] ||
+    usage_error "--instance $INSTANCE: use 1-32 of A-Z a-z 0-9 _ -"
 if [[ -n $ROOT ]]; then
     [[ -d $ROOT ]] || usage_error "--root $ROOT: no such directory"
     ROOT=$(cd "$ROOT" && pwd)
@@ -95,8 +107,22 @@ APP=/opt/aicctv
 VENV=$APP/venv
 MODELS=$APP/models
 ETC=/etc/aicctv
-CONF=$ETC/$ROLE.toml
-UNIT=aicctv-$ROLE.service
+if [[ -n $INSTANCE ]]; then
+    CONF=$ETC/edge-$INSTANCE.toml
+    UNIT_FILE=aicctv-edge@.service
+    UNIT=aicctv-edge@$INSTANCE.service
+    CREDENTIAL=$ETC/credentials/mqtt-password-$INSTANCE
+else
+    CONF=$ETC/$ROLE.toml
+    UNIT_FILE=aicctv-$ROLE.service
+    UNIT=$UNIT_FILE
+    CREDENTIAL=$ETC/credentials/mqtt-password
+    [[ $ROLE == central ]] && CREDENTIAL=$ETC/credentials/central-mqtt-password
+fi
+# Left to its default, every instance's id would be the host name: their records would mix.
+if [[ -n $INSTANCE && -z $DEVICE_ID$CONFIG && ( ! -f $ROOT$CONF || $FORCE_CONFIG == true ) ]]; then
+    usage_error "--instance $INSTANCE: a new instance needs its own --device-id (or --config FILE)"
+fi
 USER_NAME=aicctv
 R=$ROOT # prefix of every path written
 CHANGED=false # anything the running service would need a restart for
@@ -317,24 +343,26 @@ step commands "/usr/local/bin/aicctv, /usr/local/sbin/aicctv-provision, $APP/$RO
 
 # ---- 5. systemd unit --------------------------------------------------------------------------
 UNIT_DIR=/etc/systemd/system
-unit_state=$(put "$SRC/systemd/$UNIT" "$R$UNIT_DIR/$UNIT" 0644)
-credential=$ETC/credentials/mqtt-password
-[[ $ROLE == central ]] && credential=$ETC/credentials/central-mqtt-password
+unit_state=$(put "$SRC/systemd/$UNIT_FILE" "$R$UNIT_DIR/$UNIT_FILE" 0644)
+# The file, and the instance enabled from it where they differ (aicctv-edge@.service, …@door).
+installed_as="$UNIT_DIR/$UNIT_FILE $unit_state"
+[[ $UNIT == "$UNIT_FILE" ]] || installed_as+=", instance $UNIT"
+provision_hint="aicctv-provision${INSTANCE:+ --instance $INSTANCE}"
 if [[ -n $ROOT ]]; then
     systemctl --root="$ROOT" --quiet enable "$UNIT" 2>/dev/null ||
         die "systemctl --root=$ROOT enable $UNIT failed"
-    step unit "$UNIT_DIR/$UNIT $unit_state; enabled in $ROOT (not started: --root)"
+    step unit "$installed_as; enabled in $ROOT (not started: --root)"
 else
     systemctl daemon-reload
     systemctl --quiet enable "$UNIT"
     if [[ $NO_START == true ]]; then
-        step unit "$UNIT_DIR/$UNIT $unit_state; enabled, not started (--no-start)"
-    elif [[ ! -f $credential ]]; then
-        step unit "$UNIT_DIR/$UNIT $unit_state; enabled, not started: no $credential yet (run aicctv-provision)"
+        step unit "$installed_as; enabled, not started (--no-start)"
+    elif [[ ! -f $CREDENTIAL ]]; then
+        step unit "$installed_as; enabled, not started: no $CREDENTIAL yet (run $provision_hint)"
     elif systemctl --quiet is-active "$UNIT" && [[ $unit_state == unchanged && $CHANGED == false ]]; then
-        step unit "$UNIT_DIR/$UNIT $unit_state; enabled, running (nothing changed)"
+        step unit "$installed_as; enabled, running (nothing changed)"
     else
         systemctl restart "$UNIT" || die "$UNIT did not start: journalctl -u $UNIT"
-        step unit "$UNIT_DIR/$UNIT $unit_state; enabled, (re)started"
+        step unit "$installed_as; enabled, (re)started"
     fi
 fi

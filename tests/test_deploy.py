@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 INSTALL = REPO / "deploy" / "install.sh"
 PROVISION = REPO / "deploy" / "provision"
 FIRSTBOOT = REPO / "deploy" / "firstboot"
-UNITS = ("aicctv-edge.service", "aicctv-central.service")
+UNITS = ("aicctv-edge.service", "aicctv-edge@.service", "aicctv-central.service")
 WHEELHOUSE = REPO / ".cache" / "deploy-wheelhouse"
 ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
 
@@ -122,6 +122,50 @@ def test_install_lays_out_a_device(installed):
     assert "exec /opt/aicctv/venv/bin/aicctv" in (root / "usr/local/bin/aicctv").read_text()
 
 
+@pytest.fixture(scope="module")
+def instance(installed, wheel) -> dict:
+    """A second camera on the same board: `--instance door`, twice, into the root of `installed`."""
+    root = installed["root"]
+    before = snapshot(root)
+    command = [
+        INSTALL, "--root", root, "--no-start", "--wheel", wheel, "--wheelhouse", WHEELHOUSE,
+        "--models-from", REPO / "models" / "tflite",
+        "--instance", "door", "--device-id", "shop-7-door", "--source", "/dev/video2",
+    ]  # fmt: skip
+    first = run(*command)
+    after_first = snapshot(root)
+    run(*command)
+    return {"root": root, "first": first.stdout, "before": before, "after_first": after_first, "after": snapshot(root)}
+
+
+def test_an_instance_runs_beside_the_plain_daemon(instance):
+    root = instance["root"]
+    template = root / "etc/systemd/system/aicctv-edge@.service"
+    assert template.read_bytes() == (REPO / "systemd/aicctv-edge@.service").read_bytes()
+    wants = root / "etc/systemd/system/multi-user.target.wants/aicctv-edge@door.service"
+    assert os.readlink(wants) == "/etc/systemd/system/aicctv-edge@.service"
+    settings = tomllib.loads((root / "etc/aicctv/edge-door.toml").read_text())
+    assert (settings["device"]["id"], settings["source"]["spec"]) == ("shop-7-door", "/dev/video2")
+    assert stat.S_IMODE((root / "etc/aicctv/edge-door.toml").stat().st_mode) == 0o640
+    assert "unit:" in instance["first"] and "instance aicctv-edge@door.service" in instance["first"]
+    # Only the instance's own files are new; the first daemon's configuration and unit are untouched.
+    before, after = instance["before"], instance["after_first"]
+    added = sorted(set(after) - set(before))
+    assert added == [
+        "etc/aicctv/edge-door.toml",
+        "etc/systemd/system/aicctv-edge@.service",
+        "etc/systemd/system/multi-user.target.wants/aicctv-edge@door.service",
+    ], added
+    assert [path for path in before if before[path] != after[path]] == []
+    assert instance["after"] == after  # and a second run changes nothing
+
+
+def test_a_new_instance_needs_its_own_device_id(installed):
+    result = run(INSTALL, "--root", installed["root"], "--instance", "hall", check=False)
+    assert result.returncode == 2 and "needs its own --device-id" in result.stderr, result.stderr
+    assert not (installed["root"] / "etc/aicctv/edge-hall.toml").exists()
+
+
 def test_install_twice_changes_nothing(installed):
     before, after = installed["before"], installed["after"]
     assert before.keys() == after.keys()
@@ -135,9 +179,29 @@ def test_systemd_analyze_verify(installed, unit, tmp_path):
     # verify needs ExecStart's binary: point it at the venv the install made in its root.
     venv = installed["root"] / "opt/aicctv/venv"
     text = (REPO / "systemd" / unit).read_text().replace("/opt/aicctv/venv", str(venv))
-    (tmp_path / unit).write_text(text)
-    result = run(ANALYZE, "verify", "--man=no", tmp_path / unit, check=False)
+    # A template is checked as an instance of it, so that its %i specifiers are expanded too.
+    name = unit.replace("@.", "@door.")
+    (tmp_path / name).write_text(text)
+    result = run(ANALYZE, "verify", "--man=no", tmp_path / name, check=False)
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+
+
+def test_the_template_is_the_edge_unit_but_for_the_instance_lines():
+    """Two files, one unit: from [Unit] on, the template is the plain unit with these lines named
+    after the instance. A change to one that is not made to the other fails here."""
+    instance_lines = {
+        "Description=aicctv edge daemon (": "Description=aicctv edge daemon %i (",
+        "--config /etc/aicctv/edge.toml": "--config /etc/aicctv/edge-%i.toml",
+        "AICCTV_STORAGE_DB=/var/lib/aicctv/edge.db": "AICCTV_STORAGE_DB=/var/lib/aicctv/edge-%i.db",
+        "/etc/aicctv/credentials/mqtt-password\n": "/etc/aicctv/credentials/mqtt-password-%i\n",
+    }
+    plain = (REPO / "systemd/aicctv-edge.service").read_text()
+    template = (REPO / "systemd/aicctv-edge@.service").read_text()
+    body = plain[plain.index("[Unit]") :]
+    for line, named in instance_lines.items():
+        assert body.count(line) == 1, line
+        body = body.replace(line, named)
+    assert template[template.index("[Unit]") :] == body
 
 
 def unit_setting(unit: str, key: str) -> list[str]:
@@ -155,9 +219,12 @@ def test_edge_unit_starts_once_the_clock_is_set():
     assert "time-sync.target" not in unit_setting("aicctv-edge.service", "Wants")
 
 
-@pytest.mark.parametrize(("unit", "ceiling"), [("aicctv-edge.service", 3.0), ("aicctv-central.service", 3.0)])
-def test_systemd_security_exposure(unit, ceiling):
-    result = run(ANALYZE, "security", "--offline=true", "--no-pager", REPO / "systemd" / unit, check=False)
+@pytest.mark.parametrize("unit", UNITS)
+def test_systemd_security_exposure(unit, tmp_path, ceiling=3.0):
+    # A template is scored as an instance of it, as systemd runs it.
+    path = tmp_path / unit.replace("@.", "@door.")
+    shutil.copy(REPO / "systemd" / unit, path)
+    result = run(ANALYZE, "security", "--offline=true", "--no-pager", path, check=False)
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
     assert match, result.stdout + result.stderr
     print(f"{unit}: exposure {match.group(1)}")
@@ -203,9 +270,31 @@ def test_provision_writes_identity_and_credentials(tmp_path):
     assert tomllib.loads((root / "etc/aicctv/edge.toml").read_text())["mqtt"]["broker"] == "mqtts://other.example:8883"
 
 
+def test_provision_an_instance(tmp_path):
+    root = tmp_path / "root"
+    (root / "etc/aicctv").mkdir(parents=True)
+    for name in ("edge.toml", "edge-door.toml"):
+        shutil.copy(REPO / "deploy/edge.toml", root / "etc/aicctv" / name)
+    (tmp_path / "pw").write_text("door pass\n")
+    done = run(
+        PROVISION, "--root", root, "--instance", "door", "--device-id", "shop-1-door", "--source", "/dev/video2",
+        "--username", "shop-1-door", "--password-file", tmp_path / "pw",
+    ).stdout  # fmt: skip
+    assert "aicctv-edge@door.service left alone" in done, done
+    settings = tomllib.loads((root / "etc/aicctv/edge-door.toml").read_text())
+    assert (settings["device"]["id"], settings["source"]["spec"]) == ("shop-1-door", "/dev/video2")
+    password = root / "etc/aicctv/credentials/mqtt-password-door"
+    assert password.read_text() == "door pass\n" and stat.S_IMODE(password.stat().st_mode) == 0o600
+    # The other daemon's configuration and credential are not touched.
+    assert (root / "etc/aicctv/edge.toml").read_bytes() == (REPO / "deploy/edge.toml").read_bytes()
+    assert not (root / "etc/aicctv/credentials/mqtt-password").exists()
+
+
 @pytest.mark.parametrize(
     "args",
     [
+        ["--device-id", "x", "--instance", "a/b"],
+        ["--device-id", "x", "--instance", "door", "--role", "central"],
         ["--device-id", "bad id"],
         ["--username", "u"],  # no password
         ["--broker", "http://x"],
@@ -229,8 +318,9 @@ def test_scripts_have_help_and_parse():
         FIRSTBOOT / "forget-password",
     ):
         assert run(script, "--help").stdout.strip(), script
-    bad = run(INSTALL, "--role", "toaster", check=False)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    for bad_args in (["--role", "toaster"], ["--instance", "../x"], ["--role", "central", "--instance", "x"]):
+        bad = run(INSTALL, *bad_args, check=False)
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1, (bad_args, bad.stderr)
     assert run(INSTALL, "--frobnicate", check=False).returncode == 2
 
 

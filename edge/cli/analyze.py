@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from edge.vision.analyzer import Analyzer, Face, Visitor
+    from edge.vision.sources import Frame, FrameSource
 
 # A 50-megapixel image is a large photo; a decoded 30000x30000 PNG would take 2.7 GB.
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -25,11 +28,23 @@ DEFAULT_MAX_PIXELS = 50_000_000
 MAX_PIXELS_CEILING = 1 << 30
 
 
-def expand_inputs(paths: list[Path]) -> Iterator[Path]:
-    """Files as given; folders expanded to their images and videos, sorted, recursively."""
+def is_live(arg: str) -> bool:
+    """Whether an argument names a camera or stream (analysed until stopped), not a file or folder."""
+    from edge.vision.sources import Kind, source_kind
+
+    return not Path(arg).is_dir() and source_kind(arg) is not Kind.FILE
+
+
+def expand_inputs(args: list[str]) -> Iterator[str | Path]:
+    """Cameras and streams as given (a string); files as given; folders expanded to their images
+    and videos, sorted, recursively."""
     from edge.vision.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
-    for path in paths:
+    for arg in args:
+        if is_live(arg):
+            yield arg
+            continue
+        path = Path(arg)
         if path.is_dir():
             for child in sorted(path.rglob("*")):
                 if child.is_file() and child.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS:
@@ -46,9 +61,12 @@ def _face_rows(path: Path, faces: list[Face]) -> list[str]:
         j = face.to_json()
         x, y, w, h = j["box"]
         name = str(path) if i == 0 else ""
+        where = f"{name:<40} #{i + 1} box {x:6.0f},{y:<5.0f} {w:4.0f}x{h:<4.0f} "
+        if j["too_small"]:
+            rows.append(f"{where}too small to judge gender and age")
+            continue
         rows.append(
-            f"{name:<40} #{i + 1} box {x:6.0f},{y:<5.0f} {w:4.0f}x{h:<4.0f} "
-            f"{j['gender']:<6} (p_female {j['p_female']:.2f})  age {j['age']:5.1f}  band {j['age_band']}"
+            f"{where}{j['gender']:<6} (p_female {j['p_female']:.2f})  age {j['age']:5.1f}  band {j['age_band']}"
         )
     return rows
 
@@ -63,42 +81,123 @@ def _visitor_row(visitor: Visitor) -> str:
     )
 
 
-def analyze_video(analyzer: Analyzer, path: Path, as_json: bool, progress: bool) -> None:
-    from tqdm import tqdm
+@dataclass(frozen=True)
+class Limit:
+    """Where a video or stream is cut short (--seconds, --frames); a stream also ends at Ctrl-C."""
 
+    seconds: float | None = None
+    frames: int | None = None
+
+    def total(self, frame_count: int | None) -> int | None:
+        """The frames the progress bar expects: the file's, or the limit's, whichever is fewer."""
+        known = [n for n in (frame_count, self.frames) if n]
+        return min(known) if known else None
+
+
+NO_LIMIT = Limit()
+
+
+class _Interrupted:
+    """With `catch` (a live stream), the first Ctrl-C ends the stream as its end would (the people
+    in view are counted, the summary printed) and a second one aborts; without, Ctrl-C aborts."""
+
+    def __init__(self, catch: bool) -> None:
+        self.catch = catch
+        self.seen = False
+
+    def __enter__(self) -> _Interrupted:
+        if self.catch:
+            self.previous = signal.signal(signal.SIGINT, self._first)
+        return self
+
+    def _first(self, signum: int, frame: object) -> None:
+        self.seen = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.catch:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _limited(frames: Iterable[Frame], limit: Limit, live: bool, interrupted: _Interrupted) -> Iterator[Frame]:
+    """The frames up to the limit. A live source's Unix times become seconds since its first
+    frame, as a video's are seconds into it."""
+    first: float | None = None
+    for count, frame in enumerate(frames):
+        if interrupted.seen or (limit.frames is not None and count >= limit.frames):
+            return
+        first = frame.timestamp if first is None else first
+        if limit.seconds is not None and frame.timestamp - first >= limit.seconds:
+            return
+        yield replace(frame, timestamp=frame.timestamp - first) if live else frame
+
+
+def analyze_video(analyzer: Analyzer, path: Path, as_json: bool, progress: bool, limit: Limit = NO_LIMIT) -> None:
     from edge.vision.sources import SourceError, VideoSource
 
     if shown(path) != str(path):
         raise SourceError(f"{shown(path)}: a video's file name must be valid UTF-8 for OpenCV: rename it")
     source = VideoSource(str(path))
     try:
-        frames_total = source.frame_count or None
-        bar = tqdm(total=frames_total, unit="frame", desc=path.name, disable=not progress, leave=False)
-        analyzer.reset_times()
-        visitors = 0
-        for result in analyzer.track(source):
+        _track(analyzer, str(path), path.name, source, as_json, progress, limit, live=False)
+    finally:
+        source.close()
+
+
+def analyze_stream(analyzer: Analyzer, spec: str, as_json: bool, progress: bool, limit: Limit) -> None:
+    """A camera or stream, tracked like a video until it ends, the limit, or Ctrl-C."""
+    from edge.vision.sources import open_source
+    from edge.wire.config import redact
+
+    source = open_source(spec)
+    name = redact(spec)
+    try:
+        _track(analyzer, name, name, source, as_json, progress, limit, live=True)
+    finally:
+        source.close()
+
+
+def _track(
+    analyzer: Analyzer,
+    name: str,
+    label: str,
+    source: FrameSource,
+    as_json: bool,
+    progress: bool,
+    limit: Limit,
+    live: bool,
+) -> None:
+    """One line per visitor as their track ends, then a summary line for the input `name`."""
+    from tqdm import tqdm
+
+    from edge.vision.sources import SourceError
+
+    total = limit.total(source.frame_count)
+    bar = tqdm(total=total, unit="frame", desc=label, disable=not progress, leave=False)
+    analyzer.reset_times()
+    visitors = 0
+    with _Interrupted(catch=live) as interrupted:
+        for result in analyzer.track(_limited(source, limit, live, interrupted)):
             if result.frame is not None:
                 bar.update(1)
             for visitor in result.ended:
                 visitors += 1
                 if as_json:
-                    print(json.dumps({"file": str(path), **visitor.to_json()}), flush=True)
+                    print(json.dumps({"file": name, **visitor.to_json()}), flush=True)
                 else:
                     bar.clear()
                     print(_visitor_row(visitor))
-        bar.close()
-    finally:
-        source.close()
+    bar.close()
     times = analyzer.times.summary()
     fps = 1000 / times["total"] if times["total"] else 0.0
     frames = analyzer.times.frames
     if frames == 0:
-        raise SourceError(f"{path}: no frame could be decoded")
+        raise SourceError(f"{name}: no frame could be decoded")
     if as_json:
-        print(json.dumps({"file": str(path), "visitors": visitors, "frames": frames, "fps": round(fps, 1)}), flush=True)
+        print(json.dumps({"file": name, "visitors": visitors, "frames": frames, "fps": round(fps, 1)}), flush=True)
     else:
         stages = ", ".join(f"{k} {v:.2f}" for k, v in times.items() if k != "total")
-        print(f"{path}: {visitors} visitors in {frames} frames at {fps:.1f} fps (ms/frame: {stages})")
+        print(f"{name}: {visitors} visitors in {frames} frames at {fps:.1f} fps (ms/frame: {stages})")
 
 
 def shown(path: Path) -> str:
@@ -141,9 +240,13 @@ def _truncated(data: bytes) -> bool:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    missing = [shown(p) for p in args.paths if not p.exists()]
+    missing = [shown(Path(p)) for p in args.inputs if not Path(p).exists() and not is_live(p)]
     if missing:
         args.parser.error(f"no such file or folder: {', '.join(missing)}")
+    if args.seconds is not None and not args.seconds > 0:
+        args.parser.error(f"--seconds {args.seconds}: must be more than 0")
+    if args.frames is not None and args.frames < 1:
+        args.parser.error(f"--frames {args.frames}: must be at least 1")
     if not 1 <= args.max_pixels <= MAX_PIXELS_CEILING:
         args.parser.error(f"--max-pixels {args.max_pixels}: must be between 1 and {MAX_PIXELS_CEILING:,}")
     config = load_section(VisionConfig, "vision", args)
@@ -154,16 +257,21 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from edge.vision.analyzer import Analyzer
     from edge.vision.sources import VIDEO_EXTENSIONS, SourceError
 
-    files = list(expand_inputs(args.paths))
+    inputs = list(expand_inputs(args.inputs))
     analyzer = Analyzer(config)
     interactive = sys.stderr.isatty()
+    limit = Limit(args.seconds, args.frames)
     failed = 0
-    images = [f for f in files if f.suffix.lower() not in VIDEO_EXTENSIONS]
+    images = [f for f in inputs if isinstance(f, Path) and f.suffix.lower() not in VIDEO_EXTENSIONS]
     bar = tqdm(total=len(images), unit="image", disable=not interactive or len(images) < 20, leave=False)
-    for path in files:
+    for path in inputs:
         try:
+            if isinstance(path, str):
+                bar.clear()
+                analyze_stream(analyzer, path, args.json, interactive, limit)
+                continue
             if path.suffix.lower() in VIDEO_EXTENSIONS:
-                analyze_video(analyzer, path, args.json, interactive)
+                analyze_video(analyzer, path, args.json, interactive, limit)
                 continue
             bar.update(1)
             image = read_image(path, args.max_pixels)
@@ -187,19 +295,33 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="estimate gender and age in images, folders and videos",
         description=(
             "Detect faces and estimate gender and age. Images give one result per image;\n"
-            "videos are tracked, giving one result per visitor (person) and a summary line."
+            "videos, cameras and streams are tracked, giving one result per visitor (person)\n"
+            "and a summary line. A camera or stream runs until it ends, --seconds/--frames,\n"
+            "or Ctrl-C (the people in view are then counted; a second Ctrl-C aborts)."
         ),
         epilog=(
             "examples:\n"
             "  aicctv analyze photo.jpg                 readable table\n"
             "  aicctv analyze shots/ --json             one JSON line per image\n"
             "  aicctv analyze crop.jpg --assume-face    the image is already a face crop\n"
-            "  aicctv analyze clip.mp4 --json           one JSON line per visitor, then a summary\n\n"
+            "  aicctv analyze clip.mp4 --json           one JSON line per visitor, then a summary\n"
+            "  aicctv analyze rtsp://cam.local/stream   a network camera, until Ctrl-C\n"
+            "  aicctv analyze /dev/video0 --seconds 60  a USB camera for a minute\n\n"
             "exit status: 0 all inputs processed, 1 some could not be read, 2 usage error"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    analyze.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image, video or folder")
+    # Strings, not Paths: a Path would fold rtsp://host/x into rtsp:/host/x.
+    analyze.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image, video, folder, camera (/dev/video0, 0, picamera2) or stream URL (rtsp://, http(s)://)",
+    )
+    analyze.add_argument(
+        "--seconds", type=float, metavar="N", help="stop each video or stream after N seconds (of video time)"
+    )
+    analyze.add_argument("--frames", type=int, metavar="N", help="stop each video or stream after N frames")
     analyze.add_argument("--json", action="store_true", help="JSON lines on stdout instead of a table")
     analyze.add_argument(
         "--assume-face",

@@ -13,7 +13,7 @@ import socket
 from dataclasses import dataclass, field
 
 from edge.vision.config import VisionConfig
-from edge.wire.config import MqttLinkSection, check_contract, check_writable_file, setting
+from edge.wire.config import Check, ConfigError, MqttLinkSection, check_contract, check_writable_file, setting
 from edge.wire.contract import check_device_id
 
 HEADER = """
@@ -49,12 +49,52 @@ class SourceSection:
         "0",
         flag="--source",
         metavar="S",
-        help='"picamera2" (Raspberry Pi camera), a V4L2 device ("0", "/dev/video0"), an RTSP/HTTP URL, '
-        'a GStreamer pipeline (contains "!"), or a video file',
+        help='"picamera2" (Raspberry Pi camera), a V4L2 device ("0", "/dev/video0", or the name that stays '
+        'put across reboots, "/dev/v4l/by-id/…-video-index0"), an rtsp:// or http(s):// URL, a GStreamer '
+        'pipeline (contains "!"), or a video file',
     )
     reconnect_max_s: float = setting(
         60.0, ge=0.1, le=3600, help="a lost camera or stream is reopened after 1 s, 2 s, 4 s … up to this many seconds"
     )
+    # Asked of the camera, not enforced: a V4L2 driver picks its nearest mode (the daemon logs
+    # what it got), so a wrong guess costs a warning, not a failed start.
+    width: int | None = setting(
+        None,
+        ge=16,
+        le=8192,
+        example=1280,
+        help="frame width in pixels, with height: a camera (V4L2, picamera2) is asked for it; a video "
+        "file or stream is scaled to it; a GStreamer pipeline sets it in its caps instead (unset: as "
+        "delivered; picamera2: 640x480)",
+    )
+    height: int | None = setting(None, ge=16, le=8192, example=720, help="frame height in pixels, with width")
+    fps: float | None = setting(
+        None,
+        ge=0.1,
+        le=240,
+        example=10.0,
+        help="frames per second asked of a camera (V4L2, picamera2); a video file is timed by its own rate, "
+        "a stream runs at its camera's, a GStreamer pipeline sets it in its caps (unset: the camera's default)",
+    )
+    rotate: int = setting(
+        0,
+        choices=(0, 90, 180, 270),
+        help="turn the image clockwise by this many degrees (a camera mounted sideways or upside down); "
+        "picamera2 turns 180 in the sensor, everything else is turned in software",
+    )
+    flip: str = setting(
+        "none",
+        choices=("none", "horizontal", "vertical"),
+        help="mirror the image (after rotate): horizontal swaps left and right, e.g. a camera looking "
+        "through a mirror; picamera2 mirrors in the sensor",
+    )
+
+    def checks(self) -> list[Check]:
+        return [self._check_size]
+
+    def _check_size(self) -> None:
+        if (self.width is None) != (self.height is None):
+            raise ConfigError("source.width and source.height go together: set both, or neither")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from edge.daemon.hourly import HourlyTally
 from edge.daemon.store import EdgeStore
 from edge.daemon.uplink import Uplink
 from edge.vision.analyzer import Analyzer, FrameResult
-from edge.vision.sources import Frame, FrameSource, SourceError, open_source
+from edge.vision.sources import Camera, Frame, FrameSource, SourceError, open_source
 from edge.wire.config import redact
 from edge.wire.contract import STATUS_ONLINE, STATUS_SOURCE_LOST, HourlyRecord, LiveCounts
 from edge.wire.mqtt import backoff_delay
@@ -140,10 +140,12 @@ class EdgeDaemon:
     def _run_source(self) -> None:
         """Process the source until it ends (a file) or we are stopped; a live source that fails
         is reopened with backoff, and its status and the local log say so meanwhile."""
+        s = self.config.source
+        camera = Camera(s.width, s.height, s.fps, s.rotate, s.flip)
         attempt = 0
         while not self.stopping:
             try:
-                source = open_source(self.config.source.spec, start=self.replay_start)
+                source = open_source(self.config.source.spec, start=self.replay_start, camera=camera)
             except SourceError as exc:
                 if self.replay:
                     raise SourceError(redact(str(exc))) from None
