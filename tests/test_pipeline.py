@@ -46,3 +46,33 @@ def test_the_last_result_ends_everyone_still_in_view(sample_clip):
     source.close()
     assert results[-1].frame is None
     assert np.array_equal(results[-1].track_ids, np.zeros(0))
+
+
+def test_a_run_resumed_from_a_snapshot_ends_like_the_uninterrupted_one(sample_clip):
+    """The whole per-stream state (tracks, stillness, motion background, rejected candidates)
+    round-trips through JSON: a replay killed mid-visit ends exactly as if it had not been."""
+    import json
+
+    clip, _ = sample_clip
+    source = open_source(str(clip))
+    frames = [frame for frame in source if frame.index < 200]
+    source.close()
+
+    def visits(results) -> list[tuple]:
+        return [(v.track, v.first_seen, v.last_seen, v.frames, v.p_female, v.age) for r in results for v in r.ended]
+
+    whole = visits(Analyzer().track(frames))
+    first = Analyzer()
+    tracking = first.tracking()
+    before = []
+    run = first.track(frames, tracking)
+    for result in run:
+        before.append(result)
+        if result.frame is not None and result.frame.index == 120:
+            break
+    run.close()
+    resumed = Analyzer()
+    again = resumed.tracking()
+    again.restore(json.loads(json.dumps(tracking.snapshot())))
+    after = resumed.track(frames[121:], again)
+    assert visits(before) + visits(after) == whole

@@ -179,12 +179,20 @@ class Tracking:
 
     tracker: MultiTracker
     still: StillFilter
+    gate: MotionGate | None = None
     samples: defaultdict[int, _TrackSamples] = field(default_factory=lambda: defaultdict(_TrackSamples))
+    # When the detector last ran on a frame (the motion gate's sweeps count from there).
+    last_detected: float = -np.inf
+    # Candidates that failed their second look lately: (box, until frame index).
+    rejected: list[tuple[list[float], int]] = field(default_factory=list)
 
     def snapshot(self) -> dict:
         return {
             "tracker": self.tracker.snapshot(),
             "still": self.still.snapshot(),
+            "gate": None if self.gate is None else self.gate.snapshot(),
+            "last_detected": None if self.last_detected == -np.inf else self.last_detected,
+            "rejected": self.rejected,
             "samples": {
                 str(track_id): {
                     "since_sample": state.since_sample,
@@ -198,9 +206,14 @@ class Tracking:
 
     def restore(self, snapshot: dict) -> None:
         self.tracker.restore(snapshot["tracker"])
-        # Checkpoints written before static detection existed have no "still" part.
+        # Checkpoints written before static detection and motion gating have none of their state.
         if "still" in snapshot:
             self.still.restore(snapshot["still"])
+        if self.gate is not None and snapshot.get("gate") is not None:
+            self.gate.restore(snapshot["gate"])
+        last = snapshot.get("last_detected")
+        self.last_detected = -np.inf if last is None else last
+        self.rejected = [(box, until) for box, until in snapshot.get("rejected", [])]
         self.samples.clear()
         for track_id, state in snapshot["samples"].items():
             self.samples[int(track_id)] = _TrackSamples(
@@ -258,7 +271,7 @@ class Analyzer:
     def tracking(self) -> Tracking:
         """A fresh tracking state for `track`, with this analyzer's tracker settings."""
         tracker = Tracker(min_hits=self.config.min_hits, forget_after_s=self.config.forget_after_s)
-        return Tracking(tracker, StillFilter(self.config.static_after_s))
+        return Tracking(tracker, StillFilter(self.config.static_after_s), MotionGate() if self.config.motion else None)
 
     def track(self, frames: Iterable[Frame], tracking: Tracking | None = None) -> Iterator[FrameResult]:
         """Follow people through a stream of frames; the last result carries every visitor still in
@@ -270,8 +283,6 @@ class Analyzer:
         tracking = tracking or self.tracking()
         tracker, still, samples = tracking.tracker, tracking.still, tracking.samples
         iterator = iter(frames)
-        gate = MotionGate() if self.config.motion else None
-        last_sweep = -np.inf
         while True:
             with self.times.stage("decode"):
                 frame = next(iterator, None)
@@ -279,14 +290,14 @@ class Analyzer:
                 break
             self.times.frames += 1
             with self.times.stage("motion"):
-                moved = gate is None or gate.moved(frame.image)
+                moved = tracking.gate is None or tracking.gate.moved(frame.image)
             # Someone being followed needs every frame; a thing that never moves does not.
             people = any(still.countable(t.id) for t in tracker.tracks)
-            if moved or people or frame.timestamp - last_sweep >= self.config.sweep_s:
-                last_sweep = frame.timestamp
+            if moved or people or frame.timestamp - tracking.last_detected >= self.config.sweep_s:
+                tracking.last_detected = frame.timestamp
                 self.times.detected += 1
                 with self.times.stage("detect"):
-                    found = self._detect(frame, tracker)
+                    found = self._detect(frame, tracking)
             else:
                 found = Detections.empty()
             with self.times.stage("track"):
@@ -304,13 +315,14 @@ class Analyzer:
         leftover = self._visitors(tracker.finish(), tracking)
         yield FrameResult(None, Detections.empty(), np.zeros(0, np.int64), 0, leftover)
 
-    def _detect(self, frame: Frame, tracker: MultiTracker) -> Detections:
-        tracked = np.array([t.box for t in tracker.tracks], np.float32).reshape(-1, 4)
+    def _detect(self, frame: Frame, tracking: Tracking) -> Detections:
+        tracks = tracking.tracker.tracks
+        tracked = np.array([t.box for t in tracks], np.float32).reshape(-1, 4)
         # A confirmed track rides out a missed frame on its prediction, so its zoom window (if it
         # needs one) runs every other frame, staggered across tracks; a tentative track is dropped
         # at its first miss, so it is zoomed every frame.
-        zoom = np.array([not t.confirmed or (frame.index + t.id) % 2 == 0 for t in tracker.tracks], bool)
-        return self.detector.detect_stream(frame.image, frame.index, tracked, zoom)
+        zoom = np.array([not t.confirmed or (frame.index + t.id) % 2 == 0 for t in tracks], bool)
+        return self.detector.detect_stream(frame.image, frame.index, tracked, zoom, tracking.rejected)
 
     def _maybe_classify(self, state: _TrackSamples, image: np.ndarray, keypoints: np.ndarray, box: np.ndarray) -> None:
         state.since_sample += 1

@@ -246,7 +246,6 @@ class FaceDetector:
         self.min_face_px = min_face_px
         self.tiles = tiles
         self._pyramids: dict[tuple[int, int], list[Window]] = {}
-        self._rejected: list[tuple[np.ndarray, int]] = []
 
     def windows(self, width: int, height: int) -> list[Window]:
         """The window pyramid for this frame size (empty when tiling is off)."""
@@ -274,11 +273,16 @@ class FaceDetector:
         return x, y, side, side
 
     def _detect_windows(
-        self, image: np.ndarray, found: list[Detections], windows: list[Window], known: np.ndarray, index: int = -1
+        self,
+        image: np.ndarray,
+        found: list[Detections],
+        windows: list[Window],
+        known: np.ndarray,
+        stream: tuple[int, list[tuple[list[float], int]]] | None = None,
     ) -> Detections:
         """Merge `found` with what the model sees in `windows`, then verify each candidate that no
-        `known` box (a face being tracked) vouches for. `index`: the video frame, for remembering
-        rejected candidates (a still has none)."""
+        `known` box (a face being tracked) vouches for. `stream`: the video frame's index and the
+        candidates rejected lately (a still has neither)."""
         h, w = image.shape[:2]
         for window in windows:
             x, y, tw, th = window
@@ -291,14 +295,15 @@ class FaceDetector:
         if len(known):
             keep = iou_matrix(merged.boxes, known).max(axis=1) >= 0.3
         # A texture rejected in a recent frame is still there: do not pay for a second look again.
-        self._rejected = [(box, until) for box, until in self._rejected if until > index]
-        rejected = np.array([box for box, _ in self._rejected], np.float32).reshape(-1, 4)
+        index, memory = stream if stream is not None else (0, [])
+        memory[:] = [(box, until) for box, until in memory if until > index]
+        rejected = np.array([box for box, _ in memory], np.float32).reshape(-1, 4)
         for i in np.flatnonzero(~keep):
             if len(rejected) and iou_matrix(merged.boxes[i : i + 1], rejected).max() >= 0.5:
                 continue
             keep[i] = self._looks_like_a_face(image, merged.boxes[i], merged.scores[i])
-            if not keep[i] and index >= 0:
-                self._rejected.append((merged.boxes[i], index + REMEMBER_REJECTED))
+            if not keep[i] and stream is not None:
+                memory.append((merged.boxes[i].tolist(), index + REMEMBER_REJECTED))
         return merged[keep].largest_first()
 
     def _looks_like_a_face(self, image: np.ndarray, box: np.ndarray, score: float) -> bool:
@@ -321,9 +326,17 @@ class FaceDetector:
         found = [self.model(image), mirrored(self.model(image[:, ::-1]), w), *self._near(image)]
         return self._detect_windows(image, found, self.windows(w, h), np.zeros((0, 4), np.float32))
 
-    def detect_stream(self, image: np.ndarray, index: int, tracked: np.ndarray, zoom: np.ndarray) -> Detections:
+    def detect_stream(
+        self,
+        image: np.ndarray,
+        index: int,
+        tracked: np.ndarray,
+        zoom: np.ndarray,
+        rejected: list[tuple[list[float], int]] | None = None,
+    ) -> Detections:
         """Faces in frame `index` of a video, given the boxes (N, 4) of faces being tracked and
-        whether each may get a zoom window this frame.
+        whether each may get a zoom window this frame. `rejected`: the stream's candidates that
+        failed their second look lately, (box, until frame index), kept up to date here.
 
         Besides the whole frame: one window of the pyramid in turn, so new small faces are found
         within one cycle (14 frames at 640x480); a zoom window around each tracked face that the
@@ -344,7 +357,7 @@ class FaceDetector:
                 zoom_window = self.zoom_window(box, w, h)
                 if zoom_window is not None:
                     windows.append(zoom_window)
-        return self._detect_windows(image, found, windows, tracked, index)
+        return self._detect_windows(image, found, windows, tracked, (index, [] if rejected is None else rejected))
 
 
 def mirrored(found: Detections, width: int) -> Detections:

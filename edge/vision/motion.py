@@ -47,6 +47,14 @@ class MotionGate:
         cv2.accumulateWeighted(small, self.background, LEARNING_RATE)
         return share >= MIN_SHARE
 
+    def snapshot(self) -> list | None:
+        """The background as JSON-ready numbers (float32 survives JSON exactly), so a replay
+        resumed from a checkpoint gates its frames as if it had never stopped."""
+        return None if self.background is None else self.background.tolist()
+
+    def restore(self, snapshot: list | None) -> None:
+        self.background = None if snapshot is None else np.array(snapshot, np.float32)
+
 
 def _small_grey(image: np.ndarray) -> np.ndarray:
     h, w = image.shape[:2]
