@@ -17,7 +17,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from edge.vision.motion import MotionGate
 from edge.vision.sources import Frame
 from edge.vision.still import StillFilter
 from edge.vision.track import MultiTracker, Track, Tracker, appearances
+from edge.vision.zones import Path, centre
 from edge.wire.contract import age_band, gender_of
 
 STAGES = ("decode", "motion", "detect", "align", "classify", "track")
@@ -70,6 +71,9 @@ class Visitor:
     p_female: float | None
     age: float | None
     samples: int
+    # With an entry line: True if they walked in across it, False if they passed by or left;
+    # None without one.
+    entered: bool | None = None
 
     @property
     def gender(self) -> str | None:
@@ -93,6 +97,7 @@ class Visitor:
             "p_female": None if self.p_female is None else round(self.p_female, 3),
             "age": None if self.age is None else round(self.age, 1),
             "age_band": self.age_band,
+            **({} if self.entered is None else {"entered": self.entered}),
         }
 
 
@@ -185,6 +190,8 @@ class Tracking:
     last_detected: float = -np.inf
     # Candidates that failed their second look lately: (box, until frame index).
     rejected: list[tuple[list[float], int]] = field(default_factory=list)
+    # Where each confirmed track has been, for the include/exclude areas and the entry line.
+    paths: defaultdict[int, Path] = field(default_factory=lambda: defaultdict(Path))
 
     def snapshot(self) -> dict:
         return {
@@ -193,6 +200,7 @@ class Tracking:
             "gate": None if self.gate is None else self.gate.snapshot(),
             "last_detected": None if self.last_detected == -np.inf else self.last_detected,
             "rejected": self.rejected,
+            "paths": {str(track_id): asdict(path) for track_id, path in self.paths.items()},
             "samples": {
                 str(track_id): {
                     "since_sample": state.since_sample,
@@ -214,6 +222,8 @@ class Tracking:
         last = snapshot.get("last_detected")
         self.last_detected = -np.inf if last is None else last
         self.rejected = [(box, until) for box, until in snapshot.get("rejected", [])]
+        self.paths.clear()
+        self.paths.update({int(k): Path(**v) for k, v in snapshot.get("paths", {}).items()})
         self.samples.clear()
         for track_id, state in snapshot["samples"].items():
             self.samples[int(track_id)] = _TrackSamples(
@@ -239,6 +249,7 @@ class Analyzer:
             verify=c.verify,
         )
         self.classifier = AgeGenderModel(num_threads=c.threads, flip=c.flip)
+        self.zones = c.zones()
         self.times = StageTimes()
 
     def reset_times(self) -> None:
@@ -304,8 +315,11 @@ class Analyzer:
                 features = appearances(frame.image, found.boxes)
                 ids, ended = tracker.update(found.boxes, frame.timestamp, features)
             static = []
+            height, width = frame.image.shape[:2]
             for i in np.flatnonzero(ids):
                 track_id = int(ids[i])
+                if self.zones.active:
+                    tracking.paths[track_id].add(self.zones, *centre(found.boxes[i], width, height))
                 if still.observe(track_id, found.boxes[i], found.keypoints[i], frame.timestamp):
                     static.append(StaticFace(track_id, found.boxes[i].copy(), still.tracks[track_id].since))
                 if still.countable(track_id) and self.judgeable(found.boxes[i]):
@@ -348,10 +362,12 @@ class Analyzer:
             countable = tracking.still.countable(track.id)
             first_seen = tracking.still.first_seen(track.id, track.first_seen)
             tracking.still.forget(track.id)
-            if not countable:
+            verdict = tracking.paths.pop(track.id, Path()).verdict(self.zones) if self.zones.active else "in"
+            if not countable or verdict == "outside":
                 continue
+            entered = None if self.zones.entry_line is None else verdict == "in"
             p_female, age = state.combined(keep=max(1, self.config.max_classifications // 2 + 1))
             visitors.append(
-                Visitor(track.id, first_seen, track.last_seen, track.hits, p_female, age, len(state.samples))
+                Visitor(track.id, first_seen, track.last_seen, track.hits, p_female, age, len(state.samples), entered)
             )
         return visitors

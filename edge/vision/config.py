@@ -6,7 +6,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge.wire.config import setting
+from edge.vision.zones import ZoneError, Zones
+from edge.wire.config import Check, ConfigError, setting
+
+
+def _check_zones(value: str, name: str) -> None:
+    try:
+        Zones.parse(**{name.partition(".")[2]: value})
+    except ZoneError as exc:
+        # entry_line and entry_inside are checked as a pair once both are known (VisionConfig.checks).
+        if "go together" not in str(exc):
+            raise ConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,40 @@ class VisionConfig:
     sweep_s: float = setting(
         1.0, ge=0.04, le=60.0, help="with motion gating, the detector still looks at the whole frame this often"
     )
+    include: str = setting(
+        "",
+        check=_check_zones,
+        flag="--include",
+        metavar="POLYGONS",
+        example="0.05,0.1 0.95,0.1 0.95,0.95 0.05,0.95",
+        help='where counting happens: polygons "x,y x,y x,y ..." relative to the frame (0..1), joined by ";" '
+        "(empty: the whole frame); a visitor counts only if their face stays mostly inside",
+    )
+    exclude: str = setting(
+        "",
+        check=_check_zones,
+        flag="--exclude",
+        metavar="POLYGONS",
+        example="0.7,0.0 1.0,0.0 1.0,0.4 0.7,0.4",
+        help="where never to count, e.g. a poster, the shop window or the staff counter: polygons like include",
+    )
+    entry_line: str = setting(
+        "",
+        check=_check_zones,
+        flag="--entry-line",
+        metavar="LINE",
+        example="0.1,0.55 0.9,0.55",
+        help='a door line, two points "x,y x,y": only people crossing it towards entry_inside count as '
+        "visitors; the rest are reported as passing",
+    )
+    entry_inside: str = setting(
+        "",
+        check=_check_zones,
+        flag="--entry-inside",
+        metavar="POINT",
+        example="0.5,0.9",
+        help='a point "x,y" on the inside (the shop\'s side) of entry_line',
+    )
     static_after_s: float = setting(
         120.0,
         ge=1.0,
@@ -82,3 +126,15 @@ class VisionConfig:
         help="a face that has not moved for this many seconds is a thing (a poster, a mannequin): it is "
         "never counted, and logged once so an exclusion zone can be drawn around it",
     )
+
+    def zones(self) -> Zones:
+        return Zones.parse(self.include, self.exclude, self.entry_line, self.entry_inside)
+
+    def checks(self) -> list[Check]:
+        return [self._check_zone_pair]
+
+    def _check_zone_pair(self) -> None:
+        try:
+            self.zones()
+        except ZoneError as exc:
+            raise ConfigError(str(exc)) from None

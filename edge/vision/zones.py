@@ -16,9 +16,8 @@ which a face detector cannot see at all). Pure functions; the analyzer applies t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-
-import numpy as np
 
 Point = tuple[float, float]
 Polygon = tuple[Point, ...]
@@ -74,6 +73,7 @@ class Zones:
 
     @classmethod
     def parse(cls, include: str = "", exclude: str = "", entry_line: str = "", entry_inside: str = "") -> Zones:
+        """From the `[vision]` settings' text; raises ZoneError naming the setting."""
         line = parse_points(entry_line, "vision.entry_line", 2) if entry_line.strip() else None
         if line is not None and len(line) != 2:
             raise ZoneError("vision.entry_line: exactly two points, e.g. 0.1,0.6 0.9,0.6")
@@ -101,7 +101,8 @@ class Zones:
 
     def inward(self, x: float, y: float) -> bool:
         """Whether a relative point is on the inside of the entry line."""
-        assert self.entry_line is not None and self.inside_point is not None
+        if self.entry_line is None or self.inside_point is None:
+            raise ValueError("no entry line is set")
         return side(self.entry_line, x, y) * side(self.entry_line, *self.inside_point) > 0
 
 
@@ -141,5 +142,7 @@ class Path:
         return "in" if self.crossed_in and self.first_inward is False and self.last_inward else "passing"
 
 
-def centre(box: np.ndarray, width: int, height: int) -> tuple[float, float]:
+def centre(box: Sequence[float], width: int, height: int) -> tuple[float, float]:
+    """A box's centre (x1, y1, x2, y2 in pixels) relative to the frame. (No NumPy: the settings,
+    which parse zones, load without it.)"""
     return float((box[0] + box[2]) / 2 / width), float((box[1] + box[3]) / 2 / height)

@@ -510,7 +510,9 @@ def document(cls: type, header: str) -> str:
             if allowed := _allowed(spec):
                 notes.append(f"Allowed: {allowed}.")
             notes.append(f"Environment {env_name(section, f.name)}" + (f", flag {spec.flag}." if spec.flag else "."))
-            out += textwrap.wrap(" ".join(notes), DOC_WIDTH, initial_indent="# ", subsequent_indent="# ")
+            out += textwrap.wrap(
+                " ".join(notes), DOC_WIDTH, initial_indent="# ", subsequent_indent="# ", break_on_hyphens=False
+            )
             if f.default is dataclasses.MISSING or f.default is None:
                 out.append(f"# {f.name} = {_toml(spec.example)}")
             else:
