@@ -22,6 +22,8 @@ import numpy as np
 
 from bench.clipgen import generate
 from edge import Analyzer, open_source
+from edge.daemon.config import EdgeConfig
+from edge.wire.config import load
 
 
 def truth_at(truth: dict) -> dict[int, list[tuple[int, float, float, float, float]]]:
@@ -122,12 +124,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--visitors", type=int, default=40)
     parser.add_argument("--clips", type=Path, default=Path(".cache/clips"), help="where clips are cached")
     parser.add_argument("--clip", type=Path, help="evaluate this one clip folder instead")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="vision.KEY=VALUE", help="a vision setting, e.g. vision.verify=0"
+    )
     args = parser.parse_args(argv)
+    settings = dict(item.split("=", 1) for item in args.set)
+    config = load(EdgeConfig, overrides=settings, environ={}).vision
     clips = [args.clip] if args.clip else [args.clips / f"seed{seed}" for seed in args.seeds]
     for seed, clip in zip(args.seeds, clips, strict=False):
         if not (clip / "clip.json").is_file():
             generate(clip, seed=seed, visitors=args.visitors)
-    analyzer = Analyzer()
+    analyzer = Analyzer(config)
     results = []
     for clip in clips:
         results.append(evaluate_clip(clip, analyzer))

@@ -348,7 +348,10 @@ class FaceDetector:
         found = [whole]
         large = len(tracked) and (tracked[:, 2] - tracked[:, 0]).max() >= LARGE_FACE * w
         if index % CLOSE_UP_EVERY == 0 or large:
-            found += self._near(image)
+            # Only what the full-range pass missed: averaging both models' boxes for the same face
+            # every few frames would make its box jump, and the tracker lose or swap it.
+            for near in self._near(image):
+                found.append(near[iou_matrix(near.boxes, whole.boxes).max(axis=1) < 0.3] if len(whole) else near)
         pyramid = self.windows(w, h)
         windows = [pyramid[index % len(pyramid)]] if pyramid else []
         if len(tracked):
