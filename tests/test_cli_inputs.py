@@ -45,3 +45,19 @@ def test_edge_export_leaves_the_log_it_reads_untouched(tmp_path):
 def test_analyze_says_nothing_on_stderr_when_all_is_well():
     done = aicctv("analyze", str(FACE_FILES[0]), "--json")
     assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+def test_every_command_explains_itself():
+    import pytest
+
+    from edge.cli.main import build_parser
+
+    commands = [
+        ["analyze"], ["edge", "run"], ["edge", "export"], ["edge", "aim"], ["stats"], ["watch"],
+        ["central", "run"], ["central", "export"], ["central", "serve"], ["demo"], ["config", "check"],
+        ["config", "defaults"],
+    ]  # fmt: skip
+    for command in commands:
+        with pytest.raises(SystemExit) as done:
+            build_parser().parse_args([*command, "--help"])
+        assert done.value.code == 0, command

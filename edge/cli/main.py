@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 
-from edge.cli import analyze, central, config, demo, edge, stats, watch
+from edge.cli import aim, analyze, central, config, demo, edge, stats, watch
 from edge.cli.common import EXIT_USAGE
 from edge.wire.config import ConfigError
 
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Privacy-preserving audience counting: faces, gender and age on the device.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (analyze, edge, stats, watch, central, demo, config):
+    for module in (analyze, edge, aim, stats, watch, central, demo, config):
         module.add_commands(commands)
     return parser
 

@@ -421,7 +421,8 @@ def add_flags(
         spec, dotted = spec_of(f), f"{name}.{f.name}"
         if spec.flag is None or (wanted is not None and dotted not in wanted):
             continue
-        help_text = f"{spec.help} ({_default_text(f)}; setting {dotted})"
+        # argparse formats help with %: a literal one ("92 %") must be doubled.
+        help_text = f"{spec.help} ({_default_text(f)}; setting {dotted})".replace("%", "%%")
         if kind is bool:
             group.add_argument(
                 spec.flag, dest=dotted, action=argparse.BooleanOptionalAction, default=None, help=help_text
