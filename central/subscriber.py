@@ -5,6 +5,12 @@ only one touching the database), takes batches off the queue, validates each mes
 the contract, writes the batch in one transaction and only then acknowledges its QoS 1 messages
 (manual acks). A `kill -9` before the commit leaves them unacknowledged in the persistent
 session, so the broker delivers them again; the revision rule makes the repeat harmless.
+
+No payload can stop it: `decode` rejects anything outside the contract's limits, and rejections
+are counted, acknowledged and reported at most once a minute per reason. The queue between the
+two threads is bounded in bytes as well as messages (see `InboundQueue`). For systemd (a
+Type=notify unit with a watchdog) it says READY once subscribed, pings the watchdog from the
+ingest loop, and puts its rates in STATUS.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, replace
 from typing import NamedTuple, cast
 
@@ -27,6 +33,7 @@ from edge.wire.contract import (
     HourlyRecord,
     LiveCounts,
     ResyncRequest,
+    clipped,
     decode,
     decode_status,
     encode,
@@ -34,6 +41,7 @@ from edge.wire.contract import (
     topic,
 )
 from edge.wire.mqtt import Connection, backoff_delay
+from edge.wire.rejections import Rejections
 from edge.wire.systemd import Notifier
 
 log = logging.getLogger("aicctv.central")
@@ -45,6 +53,10 @@ MAX_COLUMN_INT = 2**31 - 1
 # With QoS 1 messages waiting for their commit, a pause this long means the broker has sent its
 # whole in-flight window (mosquitto's default is 20) and waits for acks: commit now.
 WINDOW_IDLE_S = 0.005
+# The inbound queue's byte budget. Valid payloads are under 1 KB, so its count bound (4 ×
+# storage.batch_max) binds first in normal operation; this one caps what oversized or garbage
+# payloads can hold in memory, each `clipped` to at most MAX_PAYLOAD_BYTES + 1 bytes.
+MAX_QUEUED_BYTES = 8 * 1024 * 1024
 
 
 class Inbound(NamedTuple):
@@ -54,6 +66,60 @@ class Inbound(NamedTuple):
     qos: int
     session: int  # which connection it came on: acks are only valid on that one
     arrived: float
+
+    @property
+    def size(self) -> int:
+        return len(self.topic) + len(self.payload)
+
+
+class InboundQueue:
+    """FIFO from paho's thread to the ingest thread, bounded by messages and by bytes. When full,
+    `put` of a QoS 0 message drops it (counted in `dropped`: QoS 0 promises no delivery, and live
+    counts are superseded a second later); a QoS 1 message waits for room, which blocks paho's
+    thread, so the broker holds further messages back (its in-flight window) instead of us
+    buffering them. `close` ends the waiting: the message is left unacknowledged with the broker."""
+
+    def __init__(self, max_items: int, max_bytes: int) -> None:
+        self.max_items, self.max_bytes = max_items, max_bytes
+        self.bytes = 0
+        self.dropped = 0
+        self._items: deque[Inbound] = deque()
+        self._closed = False
+        self._changed = threading.Condition()
+
+    def _full(self, item: Inbound) -> bool:
+        # An item larger than the whole budget still goes into an empty queue, or it never could.
+        return bool(self._items) and (len(self._items) >= self.max_items or self.bytes + item.size > self.max_bytes)
+
+    def put(self, item: Inbound) -> bool:
+        """Queue `item`; False if it was dropped (QoS 0, queue full) or the queue is closed."""
+        with self._changed:
+            while self._full(item) and item.qos and not self._closed:
+                self._changed.wait()
+            if self._closed:
+                return False
+            if self._full(item):
+                self.dropped += 1
+                return False
+            self._items.append(item)
+            self.bytes += item.size
+            self._changed.notify_all()
+            return True
+
+    def get(self, timeout: float) -> Inbound:
+        """The oldest item, waiting up to `timeout` seconds (0: not at all); queue.Empty if none."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._items, timeout):
+                raise queue.Empty
+            item = self._items.popleft()
+            self.bytes -= item.size
+            self._changed.notify_all()
+            return item
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
 
 
 @dataclass
@@ -65,10 +131,11 @@ class Totals:
     status: int = 0
     stored: int = 0
     rejected: int = 0
+    dropped: int = 0  # QoS 0 messages that found the inbound queue full
 
     @property
     def messages(self) -> int:
-        return self.hourly + self.live + self.status + self.rejected
+        return self.hourly + self.live + self.status + self.rejected + self.dropped
 
 
 class Rejected(Exception):
@@ -117,7 +184,8 @@ class Subscriber:
         m = config.mqtt
         self.totals = Totals()
         self.subscribed = threading.Event()
-        self._queue: queue.Queue[Inbound] = queue.Queue(maxsize=4 * config.storage.batch_max)
+        self._queue = InboundQueue(4 * config.storage.batch_max, MAX_QUEUED_BYTES)
+        self.rejections = Rejections()
         self._stopping = threading.Event()
         self._session = 0
         self._session_present = False
@@ -125,6 +193,7 @@ class Subscriber:
         self._asked_after: dict[str, str] = {}
         self._store: CentralStore | None = None
         self.notifier = Notifier()
+        self._ready = False
         shared = f"$share/{m.shared_group}/" if config.shared else ""
         self.filters = [
             (f"{shared}{m.prefix}/+/hourly", 1),
@@ -164,6 +233,11 @@ class Subscriber:
         logged = Totals()
         try:
             while not self._stopping.is_set():
+                # From this loop (and its retry waits) only: a stuck database call stops the pings.
+                self.notifier.alive()
+                if self.subscribed.is_set() and not self._ready:
+                    self._ready = True
+                    self.notifier.ready(f"subscribed to {self.connection.broker}, storing")
                 batch = self._collect(min(last_stats + STATS_EVERY_S, next_check))
                 if batch and not self._commit(batch):
                     break
@@ -177,6 +251,7 @@ class Subscriber:
         finally:
             self.notifier.stopping()
             # Whatever is still queued was never acknowledged: the broker keeps it for us.
+            self._queue.close()
             self.connection.stop()
             if self._store:
                 self._store.close()
@@ -196,15 +271,14 @@ class Subscriber:
         self.subscribed.set()
 
     def _on_message(self, message: paho.MQTTMessage) -> None:
-        item = Inbound(message.topic, message.payload, message.mid, message.qos, self._session, time.monotonic())
-        # A full queue blocks paho's thread, so the broker holds back instead of us buffering.
-        self._queue.put(item)
+        payload = clipped(message.payload)  # an oversized payload waits only as what rejects it
+        self._queue.put(Inbound(message.topic, payload, message.mid, message.qos, self._session, time.monotonic()))
 
     def _collect(self, until: float) -> list[Inbound]:
         """Messages for one transaction: up to batch_max of them, arriving within
         batch_interval_s of the first, or fewer once the broker waits for our acks."""
         try:
-            first = self._queue.get(timeout=max(0.0, min(until - time.monotonic(), 0.5)))
+            first = self._queue.get(max(0.0, min(until - time.monotonic(), 0.5)))
         except queue.Empty:
             return []
         batch = [first]
@@ -215,7 +289,7 @@ class Subscriber:
             if last_qos1 is not None:
                 wait = min(wait, last_qos1 + WINDOW_IDLE_S - time.monotonic())
             try:
-                item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+                item = self._queue.get(max(wait, 0.0))
             except queue.Empty:
                 break
             batch.append(item)
@@ -234,7 +308,8 @@ class Subscriber:
                 payload = parse_message(prefix, message.topic, message.payload)
             except Rejected as exc:
                 batch.counters[f"rejected.{exc.reason}"] += 1
-                log.warning("rejected message on %s (%s): %s", message.topic, exc.reason, exc)
+                if report := self.rejections.add(message.topic, exc.reason, str(exc)):
+                    log.warning("rejected %s", report)
                 continue
             if isinstance(payload, HourlyRecord):
                 batch.hourly.append(payload)
@@ -246,6 +321,10 @@ class Subscriber:
                 batch.statuses[payload[0]] = payload[1]
                 kinds["status"] += 1
         batch.counters.update({f"received.{kind}": n for kind, n in kinds.items()})
+        # Read once: paho's thread may drop more meanwhile; those go with the next batch.
+        dropped = self._queue.dropped - self.totals.dropped
+        if dropped:
+            batch.counters["dropped.qos0"] += dropped
         stored = self._write(batch)
         if stored is None:
             return False
@@ -256,6 +335,7 @@ class Subscriber:
         t.hourly, t.live, t.status = t.hourly + kinds["hourly"], t.live + kinds["live"], t.status + kinds["status"]
         t.stored += stored
         t.rejected += len(messages) - sum(kinds.values())
+        t.dropped += dropped
         return True
 
     def _write(self, batch: Batch) -> int | None:
@@ -268,12 +348,22 @@ class Subscriber:
             except StoreError as exc:
                 delay = backoff_delay(attempt)
                 log.error("database write failed, retrying in %.1f s: %s", delay, exc)
+                self.notifier.status(f"database write failed, retrying: {exc}")
                 if self._store:
                     self._store.close()
                     self._store = None
                 attempt += 1
-                self._stopping.wait(delay)
+                self._retry_after(delay)
         return None
+
+    def _retry_after(self, seconds: float) -> None:
+        """Wait out a backoff delay. Retrying an unreachable database is the loop working, not
+        hanging, so the watchdog is still pinged (a restart would not bring the database back);
+        a database call that never returns still stops the pings."""
+        end = time.monotonic() + seconds
+        while not self._stopping.is_set() and (left := end - time.monotonic()) > 0:
+            self.notifier.alive()
+            self._stopping.wait(min(left, 1.0))
 
     def _check_gaps(self) -> None:
         """Ask devices to republish the hours the log lacks (edges publish every hour, idle or
@@ -308,7 +398,8 @@ class Subscriber:
         line = (
             f"{(t.messages - before.messages) / seconds:.0f} msg/s (hourly {t.hourly - before.hourly}, "
             f"live {t.live - before.live}, status {t.status - before.status}), stored {t.stored - before.stored}, "
-            f"rejected {t.rejected - before.rejected} in {seconds:.0f} s"
+            f"rejected {t.rejected - before.rejected}, dropped {t.dropped - before.dropped} in {seconds:.0f} s; "
+            f"broker {'connected' if self.connection.connected.is_set() else 'unreachable'}"
         )
         log.info("%s", line)
         self.notifier.status(line)

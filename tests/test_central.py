@@ -5,7 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import queue
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -17,17 +22,20 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+import central.subscriber as subscriber_module
 from bench.services import Listener, wait_until
 from central.config import CentralConfig
 from central.store import Batch, HeldHours, open_store
-from central.subscriber import Subscriber
+from central.subscriber import MAX_QUEUED_BYTES, Inbound, InboundQueue, Subscriber
 from edge.cli.main import main
 from edge.daemon.store import EdgeStore
 from edge.wire.config import ConfigError, load
 from edge.wire.contract import HourlyRecord, LiveCounts, ResyncRequest, decode, empty_counts, encode
-from edge.wire.export import CSV_FIELDS
+from edge.wire.export import CSV_FIELDS, LOCAL_CSV_FIELDS
+from tests.test_systemd import NotifySocket
 
 HOUR = "2026-01-05T09:00:00Z"
+NOW = round(time.time())  # live counts must carry a plausible time
 
 
 def record(device: str = "cam-1", hour: str = HOUR, revision: int = 1, visitors: int = 3) -> HourlyRecord:
@@ -154,8 +162,10 @@ def test_export_matches_the_edge_export_line_for_line(db, tmp_path, capsys):
     assert central_lines[0] == json.dumps(asdict(records[0]), separators=(",", ":"), sort_keys=True)
 
     assert main(["central", "export", "--db", db, "--since", hour(1), "--until", hour(1), "--format", "csv"]) == 0
-    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert tuple(rows[0]) == CSV_FIELDS
+    out = capsys.readouterr().out
+    assert out.startswith("\ufeff")  # so a spreadsheet opens it as UTF-8
+    rows = list(csv.DictReader(io.StringIO(out.removeprefix("\ufeff"))))
+    assert tuple(rows[0]) == LOCAL_CSV_FIELDS
     assert "female_20-29" in CSV_FIELDS
     assert [(r["device"], r["hour"], r["revision"], r["female_20-29"]) for r in rows] == [
         ("cam-1", hour(1), "2", "1"),
@@ -168,15 +178,15 @@ def test_ingests_hourly_live_and_status(db, broker, publisher):
         publisher.send("aicctv/cam-1/status", b"online", retain=True)
         publisher.hourly(record(revision=1), record(revision=3), record(revision=2), record(revision=3))
         publisher.hourly(record("cam-2", hour(1)))
-        for t in (10.0, 12.0, 11.0):
-            publisher.send("aicctv/cam-1/live", encode(LiveCounts("cam-1", t, 2, int(t))), qos=0)
+        for t in (NOW + 10, NOW + 12, NOW + 11):
+            publisher.send("aicctv/cam-1/live", encode(LiveCounts("cam-1", t, 2, 12)), qos=0)
         wait_until(lambda: counters(db).get("received.live", 0) == 3, what="live counts")
         wait_until(lambda: counters(db).get("received.hourly", 0) == 5, what="hourly records")
     assert stored(db) == {("cam-1", HOUR): record(revision=3), ("cam-2", hour(1)): record("cam-2", hour(1))}
     store = open_store(db)
     try:
         live, received = store.live()["cam-1"]
-        assert live == LiveCounts("cam-1", 12.0, 2, 12) and received > 0
+        assert live == LiveCounts("cam-1", NOW + 12, 2, 12) and received > 0
         assert store.statuses() == {"cam-1": "online"}
     finally:
         store.close()
@@ -368,3 +378,90 @@ def test_database_connection_lost_is_retried_without_losing_messages(broker, pub
         publisher.hourly(*(record(hour=hour(n)) for n in range(1, 5)))
         wait_until(lambda: len(stored(postgres_url)) == 5, what="records after the reconnection")
     assert "database write failed, retrying" in caplog.text
+
+
+def test_tells_systemd_ready_once_subscribed_and_pings_while_storing(broker, publisher, tmp_path, monkeypatch):
+    notify = NotifySocket(tmp_path / "notify")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")  # a ping every 0.1 s
+    monkeypatch.setattr(subscriber_module, "STATS_EVERY_S", 0.5)
+    db = tmp_path / "central.db"
+    try:
+        with running(central_config(broker.url, str(db))) as subscriber:
+            wait_until(lambda: notify.times("READY=1"), what="READY=1")
+            assert subscriber.subscribed.is_set()
+            wait_until(lambda: any(m.startswith("STATUS=") and "msg/s" in m for _, m in notify.messages), what="rates")
+            wait_until(lambda: len(notify.times("WATCHDOG=1")) >= 3, what="watchdog pings")
+            # A database that stops answering stops the ingest loop, and with it the pings.
+            with sqlite3.connect(db, isolation_level=None) as blocker:
+                blocker.execute("BEGIN EXCLUSIVE")
+                publisher.hourly(record())
+                wait_until(lambda: time.monotonic() - notify.times("WATCHDOG=1")[-1] > 1.0, what="pings to stop")
+                stopped_at = time.monotonic()
+                blocker.execute("ROLLBACK")
+            wait_until(lambda: ("cam-1", HOUR) in stored(str(db)), what="the record once the database answers")
+            wait_until(lambda: notify.times("WATCHDOG=1")[-1] > stopped_at, what="pings to resume")
+    finally:
+        notify.close()
+    assert notify.times("STOPPING=1")
+    assert len(notify.times("READY=1")) == 1
+
+
+def inbound(payload: bytes, qos: int) -> Inbound:
+    return Inbound("aicctv/cam-1/live", payload, 0, qos, 1, time.monotonic())
+
+
+def test_inbound_queue_is_bounded_in_bytes_dropping_qos_0_and_holding_back_qos_1():
+    q = InboundQueue(max_items=100, max_bytes=40_000)
+    big = inbound(b"x" * 16_000, qos=0)
+    assert q.put(big) and q.put(big)
+    assert not q.put(big) and q.dropped == 1  # a third would pass the budget
+    assert q.put(inbound(b"x" * 100, qos=0))  # a small one still fits
+    waiting = threading.Thread(target=q.put, args=(inbound(b"y" * 16_000, qos=1),))
+    waiting.start()
+    waiting.join(0.2)
+    assert waiting.is_alive(), "a QoS 1 message waits for room"
+    assert q.get(0) is big
+    waiting.join(10)
+    assert not waiting.is_alive() and q.bytes == 16_000 + 100 + 16_000 + 3 * len("aicctv/cam-1/live")
+    blocked = threading.Thread(target=q.put, args=(inbound(b"z" * 16_000, qos=1),))
+    blocked.start()
+    q.close()  # stopping: the waiting message stays unacknowledged with the broker
+    blocked.join(10)
+    assert not blocked.is_alive() and q.dropped == 1
+    with pytest.raises(queue.Empty):
+        InboundQueue(1, 1).get(0)
+
+
+def test_oversized_payloads_are_cut_before_they_queue(broker, publisher, tmp_path):
+    """300 QoS 0 payloads of 1 MB once took central from 132 to 444 MB (resident), each held
+    whole in the inbound queue until rejected. Now at most MAX_PAYLOAD_BYTES + 1 of each waits,
+    within the queue's byte budget."""
+    notify, db = NotifySocket(tmp_path / "notify"), str(tmp_path / "central.db")
+    command = [sys.executable, "-m", "edge.cli.main", "central", "run", "--broker", broker.url, "--db", db]
+    central = subprocess.Popen(command, env={**os.environ, "NOTIFY_SOCKET": str(notify.path)})
+
+    def peak_mb() -> float:
+        with open(f"/proc/{central.pid}/status") as status:
+            return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
+
+    try:
+        wait_until(lambda: notify.times("READY=1") or central.poll() is not None, 60, "READY=1")
+        publisher.hourly(record("warm-up"))  # the first batch's allocations are not the queue's
+        wait_until(lambda: ("warm-up", HOUR) in stored(db), what="the first record")
+        before = peak_mb()
+        for _ in range(300):
+            publisher.client.publish("aicctv/cam-1/live", b"[" + b" " * 1024 * 1024 + b"]", qos=0)
+        # Queued after the 300 on the same connection, so stored after they were handled.
+        publisher.hourly(record("after"))
+        wait_until(lambda: ("after", HOUR) in stored(db), 120, "the record after the 1 MB payloads")
+        assert central.poll() is None
+        grown = peak_mb() - before
+        assert grown < MAX_QUEUED_BYTES / 2**20 + 16, f"peak resident memory grew by {grown:.0f} MB"
+        handled = counters(db)
+        assert handled.get("rejected.oversized", 0) + handled.get("dropped.qos0", 0) == 300
+        central.send_signal(signal.SIGTERM)
+        assert central.wait(30) == 0
+    finally:
+        central.kill()
+        notify.close()

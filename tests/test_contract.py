@@ -1,14 +1,21 @@
 import json
+import time
 
 import pytest
 
 from edge.wire.contract import (
+    MAX_AHEAD_S,
+    MAX_DEPTH,
+    MAX_NUMBER_CHARS,
     MAX_PAYLOAD_BYTES,
     ContractError,
     HourlyRecord,
     LiveCounts,
     ResyncRequest,
+    check_device_id,
+    check_prefix,
     decode,
+    decode_status,
     empty_counts,
     encode,
     hour_start,
@@ -16,6 +23,7 @@ from edge.wire.contract import (
     parse_topic,
     topic,
 )
+from edge.wire.rejections import MAX_DETAIL_CHARS, Rejections
 
 
 def record(**changes) -> HourlyRecord:
@@ -72,8 +80,8 @@ def test_payloads_round_trip(payload):
     [
         (b"{not json", "not JSON"),
         (b"[1, 2]", "not a JSON object"),
-        (b"\xff\xfe", "not JSON"),
-        (b" " * (MAX_PAYLOAD_BYTES + 1), "exceeds"),
+        (b"\xff\xfe", "not UTF-8"),
+        (b" " * (MAX_PAYLOAD_BYTES + 1), "over"),
     ],
 )
 def test_malformed_payloads_are_rejected(data, reason):
@@ -115,3 +123,120 @@ def test_hours_must_be_zero_padded_so_they_sort_as_text():
 
     with pytest.raises(ContractError):
         parse_hour("2026-1-5T9:00:00Z")
+
+
+def test_ids_and_prefixes_with_a_trailing_newline_are_rejected():
+    with pytest.raises(ContractError, match="device id"):
+        check_device_id("shop-1\n")
+    with pytest.raises(ContractError, match="prefix"):
+        check_prefix("aicctv\n")
+    with pytest.raises(ContractError, match="device id"):
+        parse_topic("aicctv", "aicctv/shop-1\n/live")
+
+
+@pytest.mark.parametrize(
+    ("hour", "message"),
+    [
+        ("２０２６-01-05T09:00:00Z", "is not"),  # full-width digits: the same hour under another key
+        ("2026-01-05T09:00:00Z\n", "is not"),
+        ("2026-13-05T09:00:00Z", "is not"),
+    ],
+)
+def test_hours_are_ascii_and_exact(hour, message):
+    with pytest.raises(ContractError, match=message):
+        parse_hour(hour)
+
+
+NOW = 1767603600.0  # the receiver's clock in the tests below
+
+
+@pytest.mark.parametrize(
+    ("payload", "ok"),
+    [
+        (record(hour="2019-12-31T23:00:00Z"), False),
+        (record(hour="2020-01-01T00:00:00Z"), True),
+        (record(hour="9999-01-05T09:00:00Z"), False),
+        (record(hour=hour_start(NOW + MAX_AHEAD_S)), True),
+        (record(hour=hour_start(NOW + MAX_AHEAD_S + 3600)), False),
+        (LiveCounts("shop-1", NOW + MAX_AHEAD_S, 0, 0), True),
+        (LiveCounts("shop-1", NOW + MAX_AHEAD_S + 1, 0, 0), False),  # a device booted with a wrong clock
+        (LiveCounts("shop-1", 10.0, 0, 0), False),  # one whose clock was never set
+        (ResyncRequest("2026-01-05T09:00:00Z", "2100-01-01T00:00:00Z"), False),
+    ],
+)
+def test_times_must_be_plausible_on_the_receivers_clock(payload, ok):
+    data, device = encode(payload), getattr(payload, "device", None)
+    if ok:
+        assert decode(type(payload), data, device, now=NOW) == payload
+    else:
+        with pytest.raises(ContractError) as caught:
+            decode(type(payload), data, device, now=NOW)
+        assert caught.value.reason == "time"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"[" * MAX_DEPTH + b"]" * MAX_DEPTH, "malformed"),  # deep enough to parse, still no object
+        (b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1), "nesting"),
+        (b'{"a": "' + b"[" * 1000 + b'"}', "schema"),  # brackets in a string are text
+        (b'{"a": "\\"' + b"[" * 1000 + b'"}', "schema"),
+        (b'{"a": 1' + b"0" * MAX_NUMBER_CHARS + b"}", "number"),
+        (b'{"a": 1.' + b"0" * MAX_NUMBER_CHARS + b"}", "number"),
+        (b'{"a": NaN}', "number"),
+        (b'{"a": -Infinity}', "number"),
+        (b'{"a": 1e400}', "number"),
+        ('{"a": 1}'.encode("utf-16"), "malformed"),  # json.loads would take UTF-16 too
+    ],
+)
+def test_payloads_are_parsed_within_limits(raw, reason):
+    with pytest.raises(ContractError) as caught:
+        decode(LiveCounts, raw)
+    assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize("schema", [b"true", b"1.0"])
+def test_schema_is_the_integer_1_not_something_equal_to_it(schema):
+    data = encode(LiveCounts("shop-1", NOW, 0, 0)).replace(b'"schema":1', b'"schema":' + schema)
+    with pytest.raises(ContractError, match="unknown schema"):
+        decode(LiveCounts, data, now=NOW)
+
+
+def test_non_finite_numbers_are_never_encoded():
+    with pytest.raises(ContractError, match="finite"):
+        encode(record(mean_dwell_s=float("inf")))
+
+
+def test_statuses_are_compared_as_bytes():
+    assert decode_status(b"online") == "online"
+    for data in (b"online\n", "online".encode("utf-16"), b"x" * 100_000):
+        with pytest.raises(ContractError, match="status"):
+            decode_status(data)
+
+
+def test_rejections_are_reported_once_per_reason_per_interval():
+    clock = [0.0]
+    rejections = Rejections(every_s=60, clock=lambda: clock[0])
+    assert rejections.add("t/a", "nesting", "too deep") == "t/a (nesting): too deep"
+    assert rejections.add("t/b", "nesting", "too deep") is None
+    assert rejections.add("t/c", "number", "x" * 1000) == "t/c (number): " + "x" * MAX_DETAIL_CHARS
+    clock[0] = 59.9
+    assert rejections.add("t/d", "nesting", "too deep") is None
+    clock[0] = 60.0
+    assert rejections.add("t/e", "nesting", "again") == "t/e (nesting): again (2 more nesting since the last report)"
+    assert rejections.by_reason == {"nesting": 4, "number": 1} and rejections.total == 5
+    assert rejections.last == "t/e: again"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'"' + b'\\"' * 8000, b'"\\' * 8000, b"[]" * 8000, b'"' * MAX_PAYLOAD_BYTES, b"[" * MAX_PAYLOAD_BYTES],
+    ids=["escaped-quotes", "quote-backslash", "bracket-pairs", "quotes", "deep"],
+)
+def test_a_worst_case_payload_is_rejected_in_linear_time(raw):
+    # Each took seconds with a string pattern retried from every quote; now a few milliseconds.
+    # The bound leaves a slow, busy machine a hundredfold margin.
+    started = time.process_time()
+    with pytest.raises(ContractError):
+        decode(LiveCounts, raw)
+    assert time.process_time() - started < 0.5

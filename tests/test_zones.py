@@ -9,7 +9,7 @@ from conftest import background, place
 
 from edge import Analyzer, VisionConfig
 from edge.vision.sources import Frame
-from edge.vision.zones import Path, Zones, ZoneError, inside
+from edge.vision.zones import Path, ZoneError, Zones, inside
 from edge.wire.config import ConfigError, validate
 
 DOOR = Zones.parse(entry_line="0.0,0.5 1.0,0.5", entry_inside="0.5,0.9")  # inside: the lower half

@@ -26,11 +26,13 @@ from edge.wire.contract import (
     ContractError,
     LiveCounts,
     check_prefix,
+    clipped,
     decode,
     decode_status,
     parse_topic,
 )
 from edge.wire.mqtt import BrokerURL, Connection
+from edge.wire.rejections import Rejections
 
 EXIT_FAILED = 1
 STALE_S = 5.0  # live counts come about once a second: five missed in a row means trouble
@@ -58,11 +60,14 @@ class LiveBoard:
         self.prefix = check_prefix(prefix)
         self.stale_s = stale_s
         self.devices: dict[str, DeviceView] = {}
-        self.rejected = 0
-        self.last_rejection = ""
+        self.rejections = Rejections()
+        # The line to print for the latest message if it was rejected; None if it was not, or
+        # if a rejection for the same reason was printed within the last minute.
+        self.report: str | None = None
 
     def update(self, topic: str, payload: bytes, now: float) -> str | None:
         """Apply one message; the device it updated, or None if it broke the contract (counted)."""
+        self.report = None
         try:
             device, channel = parse_topic(self.prefix, topic)
             if channel == "status":
@@ -75,8 +80,7 @@ class LiveBoard:
             else:
                 raise ContractError(f"channel {channel!r} is neither status nor live")
         except ContractError as exc:
-            self.rejected += 1
-            self.last_rejection = f"{topic}: {exc}"
+            self.report = self.rejections.add(topic, exc.reason, str(exc))
             return None
         return device
 
@@ -102,8 +106,8 @@ class LiveBoard:
         # People in view only where the count is current: a stale number is not "now".
         in_view = sum(v.live.in_view for d, v in self.devices.items() if v.live and not self.stale(d, now))
         text = f"{len(self.devices)} devices, {len(online)} online, {in_view} people in view"
-        if self.rejected:
-            text += f"; malformed payloads rejected: {self.rejected} (last: {self.last_rejection[:100]})"
+        if self.rejections.total:
+            text += f"; malformed payloads rejected: {self.rejections.total} (last: {self.rejections.last[:100]})"
         return text
 
     def render(self, now: float) -> str:
@@ -149,7 +153,7 @@ def watch(broker: BrokerURL, prefix: str, duration_s: float | None, out: TextIO)
         f"aicctv-watch-{uuid.uuid4().hex[:8]}",
         version=4,  # MQTT 3.1.1: every broker speaks it, the demo's embedded one only that
         on_connect=subscribe,
-        on_message=lambda message: messages.put((message.topic, message.payload)),
+        on_message=lambda message: messages.put((message.topic, clipped(message.payload))),
     )
     connection.start()
     deadline = None if duration_s is None else time.monotonic() + duration_s
@@ -162,10 +166,9 @@ def watch(broker: BrokerURL, prefix: str, duration_s: float | None, out: TextIO)
             wait = REFRESH_S if deadline is None else min(REFRESH_S, deadline - now)
             for topic, payload in _take(messages, min(wait, next_draw - now) if tty else wait):
                 device = board.update(topic, payload, time.monotonic())
-                if not tty:
-                    stamp = time.strftime("%H:%M:%S")
-                    text = board.line(device, time.monotonic()) if device else f"rejected {board.last_rejection}"
-                    out.write(f"{stamp} {text}\n")
+                if not tty and (device or board.report):
+                    text = board.line(device, time.monotonic()) if device else f"rejected {board.report}"
+                    out.write(f"{time.strftime('%H:%M:%S')} {text}\n")
                     out.flush()
             if tty and time.monotonic() >= next_draw:
                 state = "connected" if connection.connected.is_set() else "connecting…"
@@ -208,7 +211,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
             "Subscribe to every device's status (retained: online, source-lost, offline) and live\n"
             "counts, and show them as a table redrawn in place. Live counts older than 5 s are\n"
             "marked STALE; payloads that break the MQTT contract are counted, never shown.\n"
-            "When stdout is not a terminal, print one line per message instead (for pipes and logs)."
+            "When stdout is not a terminal, print one line per message instead (for pipes and logs;\n"
+            "rejections: one line per reason a minute at most)."
         ),
         epilog=(
             "examples:\n"

@@ -30,6 +30,7 @@ from edge.wire.contract import (
     topic,
 )
 from edge.wire.mqtt import Connection
+from edge.wire.rejections import Rejections
 
 log = logging.getLogger("aicctv.uplink")
 
@@ -43,6 +44,7 @@ class Uplink:
         self._acked: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._resyncs: queue.SimpleQueue[ResyncRequest] = queue.SimpleQueue()
         self._reconnected = threading.Event()
+        self.rejections = Rejections()  # paho's thread only
         self.current_status = "online"
         self.connection = Connection(
             config.broker_url(),
@@ -122,9 +124,12 @@ class Uplink:
         self._acked.put(mid)
 
     def _on_message(self, message: paho.MQTTMessage) -> None:
+        # decode raises nothing else, whatever the payload: an exception here would end paho's
+        # thread, and with it every publication and reconnection of this daemon.
         try:
             request = decode(ResyncRequest, message.payload)
         except ContractError as exc:
-            log.warning("rejected a resync command on %s: %s", message.topic, exc)
+            if report := self.rejections.add(message.topic, exc.reason, str(exc)):
+                log.warning("rejected a resync command on %s", report)
             return
         self._resyncs.put(request)  # type: ignore[arg-type]

@@ -3,7 +3,9 @@
 This module is the public API described in docs/mqtt.md; the edge daemon and the central
 subscriber both import it, so they cannot disagree. Payloads are JSON objects carrying
 `"schema": SCHEMA_VERSION`; a receiver rejects (and counts) anything malformed, oversized, of an
-unknown schema version, or whose device id differs from the topic's.
+unknown schema version, or whose device id differs from the topic's. `decode` is the one way in
+for every receiver (central, `aicctv watch`, the edge's resync command): whatever the bytes, it
+returns a valid payload or raises ContractError, so no payload can stop a receiving thread.
 
 Topics, under a configurable prefix (default `aicctv`) and one device id per edge:
 
@@ -16,7 +18,9 @@ Topics, under a configurable prefix (default `aicctv`) and one device id per edg
 from __future__ import annotations
 
 import json
+import math
 import re
+import time
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +28,18 @@ from typing import Any
 SCHEMA_VERSION = 1
 DEFAULT_PREFIX = "aicctv"
 MAX_PAYLOAD_BYTES = 16 * 1024
+# Limits a payload must keep before it is parsed at all. The deepest valid payload nests 3 levels
+# (HourlyRecord.counts); a deeper one would only make json's recursive parser recurse, up to a
+# RecursionError. The longest valid number is a float's repr (24 characters); a long digit string
+# costs quadratic time to convert and, past 4300 digits, raises ValueError.
+MAX_DEPTH = 8
+MAX_NUMBER_CHARS = 32
+# Plausible times, checked on receipt against the receiver's own clock: nothing before 2020 (a
+# device whose clock was never set) and nothing later than a day ahead (a device booted with a
+# wrong clock: its live counts would otherwise win over every correct one that follows).
+EARLIEST_TIME = 1577836800.0  # 2020-01-01T00:00:00Z
+LATEST_TIME = 4102444800.0  # 2100-01-01T00:00:00Z
+MAX_AHEAD_S = 86400.0
 GENDERS = ("female", "male")
 # Ages are bucketed into decades on the wire; the classifier predicts up to MAX_AGE years.
 AGE_BANDS = ("0-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60+")
@@ -44,14 +60,16 @@ STATUS_ONLINE, STATUS_OFFLINE, STATUS_SOURCE_LOST = "online", "offline", "source
 STATUSES = (STATUS_ONLINE, STATUS_OFFLINE, STATUS_SOURCE_LOST)
 CHANNELS = ("status", "live", "hourly", "cmd/resync")
 # No MQTT wildcards or separators in ids, so a device id is always exactly one topic level.
-_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_PREFIX = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+# Matched with fullmatch: `$` would also accept a trailing newline.
+_DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_PREFIX = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 
 
 class ContractError(ValueError):
     """A topic or payload that breaks the contract; the message says which rule, `reason` says
-    which kind of rule, for receivers that count rejections: oversized, malformed, schema,
-    device-mismatch or invalid (a field's value)."""
+    which kind of rule, for receivers that count rejections: oversized, malformed, nesting (too
+    deep), number (too long or not finite), schema, device-mismatch, time (implausible) or invalid
+    (a field's value)."""
 
     def __init__(self, message: str, reason: str = "invalid") -> None:
         super().__init__(message)
@@ -59,13 +77,13 @@ class ContractError(ValueError):
 
 
 def check_device_id(device: str) -> str:
-    if not isinstance(device, str) or not _DEVICE_ID.match(device):
+    if not isinstance(device, str) or not _DEVICE_ID.fullmatch(device):
         raise ContractError(f"invalid device id {device!r}: use 1-64 of A-Z a-z 0-9 _ . - (no / + # or spaces)")
     return device
 
 
 def check_prefix(prefix: str) -> str:
-    if not isinstance(prefix, str) or not _PREFIX.match(prefix):
+    if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
         raise ContractError(f"invalid topic prefix {prefix!r}: use levels of A-Z a-z 0-9 _ . - separated by /")
     return prefix
 
@@ -97,12 +115,14 @@ def hour_start(timestamp: float) -> str:
     return datetime.fromtimestamp(hour_of(timestamp), UTC).strftime("%Y-%m-%dT%H:00:00Z")
 
 
-_HOUR = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+# ASCII digits only: `\d` and strptime also take other scripts' digits, and "２０２６-…" would be
+# the same hour as "2026-…" under another key, a second row for one device-hour.
+_HOUR = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
 
 def parse_hour(value: str) -> float:
     """Unix time of an hour start written as by `hour_start` (zero-padded, so hours sort as text)."""
-    if not isinstance(value, str) or not _HOUR.match(value):
+    if not isinstance(value, str) or not _HOUR.fullmatch(value):
         raise ContractError(f"hour {value!r} is not 'YYYY-MM-DDTHH:00:00Z'")
     try:
         moment = datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
@@ -137,7 +157,11 @@ class HourlyRecord:
         _check_int(self.visitors, "visitors")
         _check_int(self.frames, "frames")
         _check_int(self.revision, "revision")
-        if set(self.counts) != set(GENDERS) or any(set(by_band) != set(AGE_BANDS) for by_band in self.counts.values()):
+        if (
+            not isinstance(self.counts, dict)
+            or set(self.counts) != set(GENDERS)
+            or any(not isinstance(by_band, dict) or set(by_band) != set(AGE_BANDS) for by_band in self.counts.values())
+        ):
             raise ContractError(f"counts must map each of {GENDERS} to each age band {AGE_BANDS}")
         for by_band in self.counts.values():
             for n in by_band.values():
@@ -190,36 +214,127 @@ def _check_int(value: Any, name: str) -> None:
 
 
 def _check_number(value: Any, name: str) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool) or value != value or value < 0:
-        raise ContractError(f"{name} must be a non-negative number, got {value!r}")
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or (isinstance(value, float) and not math.isfinite(value))
+        or value < 0
+    ):
+        raise ContractError(f"{name} must be a finite non-negative number, got {value!r}")
 
 
 def encode(payload: Payload) -> bytes:
     return json.dumps(asdict(payload.validate()), separators=(",", ":"), sort_keys=True).encode()
 
 
+def clipped(data: bytes) -> bytes:
+    """As much of a received payload as `decode` needs to judge it: one byte past the limit is
+    rejected as oversized all the same, so a receiver that queues payloads keeps no more."""
+    return data[: MAX_PAYLOAD_BYTES + 1]
+
+
+_STATUS_BYTES = {status.encode() for status in STATUSES}
+
+
 def decode_status(data: bytes) -> str:
     """The plain-text payload of a status topic."""
-    status = data.decode(errors="replace")
-    if status not in STATUSES:
-        raise ContractError(f"status {status[:40]!r} is not one of {', '.join(STATUSES)}")
-    return status
+    # Compared as bytes: a payload of any size or encoding is rejected without decoding it.
+    if data not in _STATUS_BYTES:
+        raise ContractError(f"status {data[:40]!r} is not one of {', '.join(STATUSES)}")
+    return data.decode()
 
 
-def decode(kind: type[Payload], data: bytes, device: str | None = None) -> Payload:
-    """Parse and validate a payload of `kind`; `device` is the id in the topic it came on."""
+# A JSON string (escapes included), and what is left between strings that is not a bracket. An
+# unterminated string runs to the end: json fails there anyway, and a pattern that could fail
+# would be retried from every quote inside it, quadratic time in the payload's size.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^][{}]+")
+
+
+def _too_deep(text: str) -> bool:
+    """Whether arrays and objects nest deeper than MAX_DEPTH, counted without recursing. Brackets
+    inside strings do not count; where this tokenizer and json's disagree, json fails on that
+    string before it could nest any further."""
+    depth = 0
+    for bracket in _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_DEPTH:
+            return True
+    return False
+
+
+def _number_text(text: str) -> str:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ContractError(f"number of {len(text)} characters (at most {MAX_NUMBER_CHARS})", "number")
+    return text
+
+
+def _parse_float(text: str) -> float:
+    value = float(_number_text(text))
+    if not math.isfinite(value):  # 1e999 overflows to inf
+        raise ContractError(f"number {text} is not finite", "number")
+    return value
+
+
+def _reject_constant(text: str) -> float:
+    raise ContractError(f"{text} is not a JSON number", "number")
+
+
+def _plausible(moment: float, name: str, now: float) -> None:
+    if not EARLIEST_TIME <= moment <= min(LATEST_TIME, now + MAX_AHEAD_S):
+        raise ContractError(
+            f"{name} {moment!r} is before 2020, after 2099 or more than {MAX_AHEAD_S:.0f} s ahead of this receiver",
+            "time",
+        )
+
+
+def _check_times(payload: Payload, now: float) -> None:
+    if isinstance(payload, HourlyRecord):
+        _plausible(parse_hour(payload.hour), "hour", now)
+    elif isinstance(payload, LiveCounts):
+        _plausible(payload.time, "time", now)
+    else:
+        _plausible(parse_hour(payload.since), "since", now)
+        _plausible(parse_hour(payload.until), "until", now)
+
+
+def decode(kind: type[Payload], data: bytes, device: str | None = None, now: float | None = None) -> Payload:
+    """Parse and validate a payload of `kind`; `device` is the id in the topic it came on, `now`
+    the receiver's clock (default: time.time()) that its times must be plausible against. Raises
+    ContractError and nothing else, whatever `data` holds."""
     if len(data) > MAX_PAYLOAD_BYTES:
-        raise ContractError(f"payload of {len(data)} bytes exceeds {MAX_PAYLOAD_BYTES}", "oversized")
+        raise ContractError(f"payload of over {MAX_PAYLOAD_BYTES} bytes", "oversized")
     try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return _decode(kind, data, device, time.time() if now is None else now)
+    except ContractError:
+        raise
+    except Exception as exc:
+        # The limits above should leave nothing else; should a payload still find a way, it is
+        # rejected, never allowed to end the receiving thread. Chained, unlike expected
+        # rejections, so the fuzz tests tell the two apart.
+        raise ContractError(f"payload broke the decoder: {type(exc).__name__}: {exc}", "invalid") from exc
+
+
+def _decode(kind: type[Payload], data: bytes, device: str | None, now: float) -> Payload:
+    try:
+        # UTF-8 only: json.loads(bytes) would also guess UTF-16 and UTF-32.
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        raise ContractError(f"payload is not UTF-8: {exc}", "malformed") from None
+    if _too_deep(text):
+        raise ContractError(f"payload nests arrays or objects deeper than {MAX_DEPTH}", "nesting")
+    try:
+        obj = json.loads(
+            text, parse_int=lambda t: int(_number_text(t)), parse_float=_parse_float, parse_constant=_reject_constant
+        )
+    except json.JSONDecodeError as exc:
         raise ContractError(f"payload is not JSON: {exc}", "malformed") from None
     if not isinstance(obj, dict):
         raise ContractError("payload is not a JSON object", "malformed")
-    if obj.get("schema") != SCHEMA_VERSION:
-        raise ContractError(
-            f"unknown schema version {obj.get('schema')!r} (this receiver knows {SCHEMA_VERSION})", "schema"
-        )
+    schema = obj.get("schema")
+    # `type(...) is int`: true and 1.0 equal 1 in Python but are other JSON, stored as they came.
+    if type(schema) is not int or schema != SCHEMA_VERSION:
+        raise ContractError(f"unknown schema version {schema!r} (this receiver knows {SCHEMA_VERSION})", "schema")
     names = {f.name for f in fields(kind)}
     if set(obj) != names:
         missing, extra = sorted(names - set(obj)), sorted(set(obj) - names)
@@ -227,4 +342,5 @@ def decode(kind: type[Payload], data: bytes, device: str | None = None) -> Paylo
     payload = kind(**obj).validate()
     if device is not None and getattr(payload, "device", device) != device:
         raise ContractError(f"device id {payload.device!r} differs from the topic's {device!r}", "device-mismatch")
+    _check_times(payload, now)
     return payload
