@@ -98,9 +98,12 @@ def mutated(**changes) -> bytes:
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [
-        ({"schema": 2}, "unknown schema version"),
+        ({"schema": 3}, "unknown schema version"),
         ({"visitors": -1}, "visitors"),
         ({"visitors": 2}, "more than visitors"),
+        ({"unknown": 1}, "more than visitors"),
+        ({"visitors_in": 1}, "go together"),
+        ({"visitors_in": 0, "passing": 1}, "visitors_in is the visitors"),
         ({"coverage": 1.5}, "coverage"),
         ({"frames": "many"}, "frames"),
         ({"hour": "yesterday"}, "hour"),
@@ -195,9 +198,9 @@ def test_payloads_are_parsed_within_limits(raw, reason):
     assert caught.value.reason == reason
 
 
-@pytest.mark.parametrize("schema", [b"true", b"1.0"])
-def test_schema_is_the_integer_1_not_something_equal_to_it(schema):
-    data = encode(LiveCounts("shop-1", NOW, 0, 0)).replace(b'"schema":1', b'"schema":' + schema)
+@pytest.mark.parametrize("schema", [b"true", b"2.0"])
+def test_schema_is_an_integer_not_something_equal_to_it(schema):
+    data = encode(LiveCounts("shop-1", NOW, 0, 0)).replace(b'"schema":2', b'"schema":' + schema)
     with pytest.raises(ContractError, match="unknown schema"):
         decode(LiveCounts, data, now=NOW)
 
@@ -240,3 +243,15 @@ def test_a_worst_case_payload_is_rejected_in_linear_time(raw):
     with pytest.raises(ContractError):
         decode(LiveCounts, raw)
     assert time.process_time() - started < 0.5
+
+
+def test_a_schema_1_record_from_a_device_not_yet_upgraded_is_read_as_schema_2():
+    """Schema 2 added `unknown`, `visitors_in` and `passing`; a v1 record's visitors without an
+    estimate become its unknown ones, and it has no entry-line figures."""
+    v1 = {k: v for k, v in json.loads(mutated()).items() if k not in ("unknown", "visitors_in", "passing")}
+    v1["schema"], v1["visitors"] = 1, v1["visitors"] + 2
+    record = decode(HourlyRecord, json.dumps(v1).encode(), "shop-1")
+    assert (record.schema, record.unknown, record.visitors_in, record.passing) == (2, 2, None, None)
+    assert decode(HourlyRecord, encode(record), "shop-1") == record
+    with pytest.raises(ContractError, match="unexpected"):
+        decode(HourlyRecord, json.dumps({**v1, "unknown": 0}).encode(), "shop-1")

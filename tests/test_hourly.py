@@ -89,3 +89,25 @@ def test_another_devices_snapshot_is_ignored():
     other = HourlyTally("shop-2")
     other.restore(tally.snapshot())
     assert other.last_frame is None and other.hours == {}
+
+
+def test_visitors_too_small_to_judge_count_as_unknown_never_guessed():
+    tally = HourlyTally("shop-1")
+    run_frames(tally, NINE, NINE + 60)
+    tally.visitor(visitor(NINE + 1, NINE + 5))
+    tally.visitor(visitor(NINE + 2, NINE + 6, p_female=None, age=None))
+    (record,) = tally.close(NINE + 7200, final=True)[:1]
+    assert (record.visitors, record.unknown, sum(record.counts["female"].values())) == (2, 1, 1)
+    assert record.visitors_in is None and record.passing is None  # no entry line
+
+
+def test_with_an_entry_line_people_passing_are_not_visitors():
+    from dataclasses import replace
+
+    tally = HourlyTally("shop-1", entry_line=True)
+    run_frames(tally, NINE, NINE + 60)
+    tally.visitor(replace(visitor(NINE + 1, NINE + 5), entered=True))
+    tally.visitor(replace(visitor(NINE + 2, NINE + 6), entered=False))
+    tally.visitor(replace(visitor(NINE + 3, NINE + 9, p_female=None, age=None), entered=False))
+    (record,) = tally.close(NINE + 7200, final=True)[:1]
+    assert (record.visitors, record.visitors_in, record.passing, record.unknown) == (1, 1, 2, 0)

@@ -88,7 +88,12 @@ class EdgeDaemon:
         self.store = EdgeStore.open_or_replace(config.storage.db)
         # The source may hold camera credentials: logs, events and STATUS show it redacted.
         self.source_name = redact(config.source.spec)
-        self.tally = HourlyTally(self.device, max_gap_s=config.hourly.max_gap_s, grace_s=config.hourly.grace_s)
+        self.tally = HourlyTally(
+            self.device,
+            max_gap_s=config.hourly.max_gap_s,
+            grace_s=config.hourly.grace_s,
+            entry_line=config.vision.zones().entry_line is not None,
+        )
         snapshot = self.store.load_state(TALLY_STATE)
         if snapshot:
             self.tally.restore(snapshot)

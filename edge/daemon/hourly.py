@@ -31,14 +31,17 @@ class _Hour:
     covered_s: float = 0.0
     revision: int = 0
     closed: bool = False
+    unknown: int = 0
+    passing: int = 0
 
 
 class HourlyTally:
     """One device's hours. `max_gap_s`: a gap between frames longer than this (camera lost, daemon
     down) does not count as covered time."""
 
-    def __init__(self, device: str, max_gap_s: float = 2.0, grace_s: float = 60.0) -> None:
+    def __init__(self, device: str, max_gap_s: float = 2.0, grace_s: float = 60.0, entry_line: bool = False) -> None:
         self.device = device
+        self.entry_line = entry_line
         self.max_gap_s = max_gap_s
         self.grace_s = grace_s
         self.hours: dict[float, _Hour] = {}
@@ -72,10 +75,15 @@ class HourlyTally:
     def visitor(self, visitor: Visitor) -> HourlyRecord | None:
         """Count a visitor; returns the revised record if their hour was already closed."""
         hour = self._hour(visitor.first_seen)
-        hour.visitors += 1
-        hour.dwell_s += visitor.dwell_s
-        if visitor.gender is not None and visitor.age_band is not None:
-            hour.counts[visitor.gender][visitor.age_band] += 1
+        if visitor.entered is False:
+            hour.passing += 1  # seen at the door, but did not come in
+        else:
+            hour.visitors += 1
+            hour.dwell_s += visitor.dwell_s
+            if visitor.gender is not None and visitor.age_band is not None:
+                hour.counts[visitor.gender][visitor.age_band] += 1
+            else:
+                hour.unknown += 1
         return self._record(hour) if hour.closed else None
 
     def visitors_in_hour(self, timestamp: float) -> int:
@@ -118,4 +126,7 @@ class HourlyTally:
             frames=hour.frames,
             coverage=round(min(hour.covered_s / HOUR, 1.0), 4),
             revision=hour.revision,
+            unknown=hour.unknown,
+            visitors_in=hour.visitors if self.entry_line else None,
+            passing=hour.passing if self.entry_line else None,
         ).validate()

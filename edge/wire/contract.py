@@ -25,7 +25,13 @@ from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 payloads (devices not yet upgraded) are still accepted: a v1 hourly record is read as
+# v2 with `unknown` = its visitors without an estimate and no entry-line figures.
+ACCEPTED_SCHEMAS = (1, 2)
+V1_HOURLY_FIELDS = frozenset(
+    ("device", "hour", "visitors", "counts", "mean_dwell_s", "frames", "coverage", "revision", "schema")
+)
 DEFAULT_PREFIX = "aicctv"
 MAX_PAYLOAD_BYTES = 16 * 1024
 # Limits a payload must keep before it is parsed at all. The deepest valid payload nests 3 levels
@@ -149,6 +155,12 @@ class HourlyRecord:
     frames: int
     coverage: float
     revision: int
+    # Visitors seen only too small to judge (`vision.min_classify`): counted, never guessed.
+    unknown: int = 0
+    # With an entry line: the visitors who crossed it inwards (all of `visitors`), and the people
+    # seen who did not (passing by, or leaving). None where the device has no entry line.
+    visitors_in: int | None = None
+    passing: int | None = None
     schema: int = SCHEMA_VERSION
 
     def validate(self) -> HourlyRecord:
@@ -166,8 +178,16 @@ class HourlyRecord:
         for by_band in self.counts.values():
             for n in by_band.values():
                 _check_int(n, "counts")
-        if sum(sum(by_band.values()) for by_band in self.counts.values()) > self.visitors:
-            raise ContractError("counts add up to more than visitors")
+        _check_int(self.unknown, "unknown")
+        if sum(sum(by_band.values()) for by_band in self.counts.values()) + self.unknown > self.visitors:
+            raise ContractError("counts and unknown add up to more than visitors")
+        if (self.visitors_in is None) != (self.passing is None):
+            raise ContractError("visitors_in and passing go together (both null without an entry line)")
+        if self.visitors_in is not None:
+            _check_int(self.visitors_in, "visitors_in")
+            _check_int(self.passing, "passing")
+            if self.visitors_in != self.visitors:
+                raise ContractError("with an entry line, visitors_in is the visitors")
         _check_number(self.mean_dwell_s, "mean_dwell_s")
         _check_number(self.coverage, "coverage")
         if self.coverage > 1:
@@ -298,6 +318,20 @@ def _check_times(payload: Payload, now: float) -> None:
         _plausible(parse_hour(payload.until), "until", now)
 
 
+def _from_v1(kind: type[Payload], obj: dict) -> dict:
+    """A schema 1 payload as its schema 2 equivalent (the checks that follow see the result)."""
+    upgraded = {**obj, "schema": SCHEMA_VERSION}
+    if kind is not HourlyRecord:
+        return upgraded
+    if set(obj) != V1_HOURLY_FIELDS:
+        return obj  # left for the field check to reject by name
+    counts = obj["counts"]
+    classified = sum(n for by_band in counts.values() for n in by_band.values()) if isinstance(counts, dict) else 0
+    visitors = obj["visitors"]
+    unknown = visitors - classified if isinstance(visitors, int) and isinstance(classified, int) else 0
+    return {**upgraded, "unknown": unknown, "visitors_in": None, "passing": None}
+
+
 def decode(kind: type[Payload], data: bytes, device: str | None = None, now: float | None = None) -> Payload:
     """Parse and validate a payload of `kind`; `device` is the id in the topic it came on, `now`
     the receiver's clock (default: time.time()) that its times must be plausible against. Raises
@@ -333,8 +367,10 @@ def _decode(kind: type[Payload], data: bytes, device: str | None, now: float) ->
         raise ContractError("payload is not a JSON object", "malformed")
     schema = obj.get("schema")
     # `type(...) is int`: true and 1.0 equal 1 in Python but are other JSON, stored as they came.
-    if type(schema) is not int or schema != SCHEMA_VERSION:
-        raise ContractError(f"unknown schema version {schema!r} (this receiver knows {SCHEMA_VERSION})", "schema")
+    if type(schema) is not int or schema not in ACCEPTED_SCHEMAS:
+        raise ContractError(f"unknown schema version {schema!r} (this receiver knows {ACCEPTED_SCHEMAS})", "schema")
+    if schema == 1:
+        obj = _from_v1(kind, obj)
     names = {f.name for f in fields(kind)}
     if set(obj) != names:
         missing, extra = sorted(names - set(obj)), sorted(set(obj) - names)
