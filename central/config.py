@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import os
 import re
 import tomllib
@@ -34,6 +33,7 @@ from typing import Any, ClassVar
 from central.localtime import OpeningHours, check_opening_hours, check_timezone, zone
 from edge.wire.config import ConfigError, MqttLinkSection, load, setting
 from edge.wire.contract import ContractError, check_device_id
+from edge.wire.listen import split_listen
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # A shared-subscription group name is one topic level without wildcards.
@@ -135,7 +135,7 @@ def _check_listen(value: str, name: str) -> None:
     try:
         split_listen(value)
     except ValueError as exc:
-        raise ConfigError(f"{name} = {value!r}: {exc}") from None
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 def _check_hash(value: str, name: str) -> None:
@@ -188,25 +188,6 @@ class CentralConfig:
 
 _HASH = re.compile(r"scrypt\$[0-9]{1,7}\$[0-9]{1,3}\$[0-9]{1,3}\$[A-Za-z0-9+/=]{8,}\$[A-Za-z0-9+/=]{8,}")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
-
-
-def split_listen(value: str) -> tuple[str, int]:
-    """('127.0.0.1', 8080) from '127.0.0.1:8080' or '[::1]:8080'."""
-    host, sep, port = value.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8080 or 0.0.0.0:8080")
-    return host, int(port)
-
-
-def is_local(host: str) -> bool:
-    """Whether only this machine can reach `host`: localhost or a loopback address."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def hash_secret(secret: str, salt: bytes | None = None) -> str:

@@ -31,7 +31,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from central.config import CentralConfig, Places, WebSection, is_local, split_listen, verify_secret
+from central.config import CentralConfig, Places, WebSection, verify_secret
 from central.localtime import day_hours, local_start, today, zone
 from central.store import CentralStore, StoreError
 from central.web import metrics, queries
@@ -39,6 +39,7 @@ from central.web.queries import KINDS, Reader
 from edge.wire.config import ConfigError, redact
 from edge.wire.contract import AGE_BANDS, GENDERS, ContractError, HourlyRecord, check_device_id, hour_start
 from edge.wire.export import json_line, write_records, write_xlsx
+from edge.wire.listen import is_loopback, split_listen
 
 API_VERSION = 1
 HERE = Path(__file__).parent
@@ -116,7 +117,7 @@ class Auth:
 def check_listen(web: WebSection) -> tuple[str, int]:
     """The host and port to bind; ConfigError when that is not local and no credential is set."""
     host, port = split_listen(web.listen)
-    if not is_local(host) and not (web.password_hash or web.token_hash):
+    if not is_loopback(host) and not (web.password_hash or web.token_hash):
         raise ConfigError(
             f"web.listen = {web.listen!r} is reachable from other machines: set web.password_hash or "
             "web.token_hash first (aicctv central hash-password), or listen on 127.0.0.1"

@@ -15,7 +15,6 @@ import dataclasses
 import errno
 import getpass
 import html
-import ipaddress
 import json
 import math
 import signal
@@ -34,6 +33,7 @@ from edge.cli.common import EXIT_FAILED, EXIT_USAGE, config_options
 from edge.daemon.config import EdgeConfig
 from edge.vision.config import VisionConfig
 from edge.wire.config import ConfigError, add_flags, flag_values, load, redact
+from edge.wire.listen import is_loopback, split_listen
 
 if TYPE_CHECKING:
     import numpy as np
@@ -530,23 +530,10 @@ def handler_for(preview: Preview, page: str, check_host: bool) -> type[BaseHTTPR
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """HOST:PORT (or [IPv6]:PORT, or a bare PORT on 127.0.0.1)."""
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = "127.0.0.1", text
-    host = host.removeprefix("[").removesuffix("]")
-    if not host or not port.isdigit() or int(port) > 65535:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
-    return host, int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return split_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def serve(host: str, port: int, preview: Preview, page: str, public: bool) -> ThreadingHTTPServer:
