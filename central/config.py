@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from central.localtime import OpeningHours, check_opening_hours, check_timezone, zone
-from edge.wire.config import ConfigError, MqttLinkSection, load, setting
-from edge.wire.contract import ContractError, check_device_id
+from edge.wire.config import ConfigError, MqttLinkSection, check_contract, load, setting
+from edge.wire.contract import ContractError, check_device_id, check_prefix
 from edge.wire.listen import split_listen
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -168,6 +168,24 @@ class WebSection:
     refresh_s: float = setting(5.0, ge=1.0, le=600.0, help="how often the Now page refreshes its live counts, seconds")
 
 
+def _check_discovery_prefix(value: str, name: str) -> None:
+    check_contract(check_prefix, value, name)
+
+
+@dataclass(frozen=True)
+class HomeAssistantSection:
+    enabled: bool = setting(
+        False,
+        help="publish Home Assistant MQTT discovery configs and states for every device (docs/central.md)",
+    )
+    discovery_prefix: str = setting(
+        "homeassistant",
+        check=_check_discovery_prefix,
+        help="Home Assistant's discovery prefix (its MQTT integration's setting; the broker's central role "
+        "may publish under homeassistant/ only)",
+    )
+
+
 @dataclass(frozen=True)
 class CentralConfig:
     mqtt: CentralMqttSection = field(default_factory=CentralMqttSection)
@@ -175,6 +193,7 @@ class CentralConfig:
     resync: ResyncSection = field(default_factory=ResyncSection)
     display: DisplaySection = field(default_factory=DisplaySection)
     web: WebSection = field(default_factory=WebSection)
+    homeassistant: HomeAssistantSection = field(default_factory=HomeAssistantSection)
     # Tables of the file that are not settings sections: `load` skips them, `read_places` reads them.
     extra_tables: ClassVar[tuple[str, ...]] = ("devices", "sites")
 

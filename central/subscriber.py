@@ -4,7 +4,10 @@ paho's network thread only queues what arrives. `Subscriber.run`, on the caller'
 only one touching the database), takes batches off the queue, validates each message against
 the contract, writes the batch in one transaction and only then acknowledges its QoS 1 messages
 (manual acks). A `kill -9` before the commit leaves them unacknowledged in the persistent
-session, so the broker delivers them again; the revision rule makes the repeat harmless.
+session, so the broker delivers them again; the revision rule makes the repeat harmless. After
+the commit it also sends each device a receipt (`<prefix>/<device>/cmd/receipt`) for every
+device-hour revision of the batch: the device's proof of delivery, since a broker restart can
+lose what the broker acknowledged (it keeps our session but not our shared subscriptions).
 
 No payload can stop it: `decode` rejects anything outside the contract's limits, and rejections
 are counted, acknowledged and reported at most once a minute per reason. The queue between the
@@ -26,12 +29,14 @@ from typing import NamedTuple, cast
 import paho.mqtt.client as paho
 
 from central.config import CentralConfig
+from central.homeassistant import HomeAssistant
 from central.store import Batch, CentralStore, StoreError, open_store
 from edge.wire.config import without_password
 from edge.wire.contract import (
     ContractError,
     HourlyRecord,
     LiveCounts,
+    Receipt,
     ResyncRequest,
     clipped,
     decode,
@@ -213,6 +218,10 @@ class Subscriber:
             on_message=self._on_message,
         )
         self.connection.client.on_subscribe = self._on_subscribe
+        # Home Assistant discovery ([homeassistant] enabled): None when off.
+        self.homeassistant = HomeAssistant.from_config(config, lambda: self.connection.client)
+        if self.homeassistant:
+            self.filters.append((self.homeassistant.status_topic, 0))
 
     def stop(self) -> None:
         self._stopping.set()
@@ -262,6 +271,8 @@ class Subscriber:
         self._session += 1
         self._session_present = session_present
         client.subscribe(self.filters)
+        if self.homeassistant:
+            self.homeassistant.on_connect(client)
 
     def _on_subscribe(self, _client: paho.Client, _userdata: object, _mid: int, reasons: list, _props: object) -> None:
         for (name, _qos), reason in zip(self.filters, reasons, strict=False):
@@ -271,6 +282,8 @@ class Subscriber:
         self.subscribed.set()
 
     def _on_message(self, message: paho.MQTTMessage) -> None:
+        if self.homeassistant and self.homeassistant.handles(message):
+            return
         payload = clipped(message.payload)  # an oversized payload waits only as what rejects it
         self._queue.put(Inbound(message.topic, payload, message.mid, message.qos, self._session, time.monotonic()))
 
@@ -331,12 +344,28 @@ class Subscriber:
         for message in messages:
             if message.qos and message.session == self._session:
                 self.connection.client.ack(message.mid, message.qos)
+        self._send_receipts(batch.hourly)
+        if self.homeassistant:
+            self.homeassistant.after_commit(batch, self._store)
         t = self.totals
         t.hourly, t.live, t.status = t.hourly + kinds["hourly"], t.live + kinds["live"], t.status + kinds["status"]
         t.stored += stored
         t.rejected += len(messages) - sum(kinds.values())
         t.dropped += dropped
         return True
+
+    def _send_receipts(self, records: list[HourlyRecord]) -> None:
+        """Confirm each committed device-hour revision to its device (QoS 1, not retained). Sent
+        for a repeat or an older revision too (the log holds it, or a later one), so a device
+        stops resending; a lost receipt only means the record comes again and gets another."""
+        latest: dict[tuple[str, str], int] = {}
+        for record in records:
+            key = (record.device, record.hour)
+            latest[key] = max(record.revision, latest.get(key, -1))
+        prefix = self.config.mqtt.prefix
+        for (device, hour), revision in sorted(latest.items()):
+            receipt = encode(Receipt(hour, revision))
+            self.connection.client.publish(topic(prefix, device, "cmd/receipt"), receipt, qos=1)
 
     def _write(self, batch: Batch) -> int | None:
         attempt = 0

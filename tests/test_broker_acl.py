@@ -602,3 +602,29 @@ def test_rerunning_the_script_changes_no_key_or_password(broker):
         assert (broker.folder / name).stat().st_mode & 0o077 == 0, name
     # A connected device still works with its (kept) password.
     Client(broker, A).connected().close()
+
+
+def test_settings_commands_come_from_central_only(broker):
+    """cmd/settings (docs/mqtt.md, "Settings"): central publishes it, retained; a device cannot
+    publish another device's (nor its own), and answers on its own `settings` topic only."""
+    central = Client(broker, "central").connected()
+    central.subscribe(t(B, "cmd/settings"), t(A, "settings"))
+    device = Client(broker, A).connected()
+    forged, answer = marker(), marker()
+    for name in (t(B, "cmd/settings"), t(A, "cmd/settings"), t(B, "settings")):
+        assert device.publish(name, forged, retain=True) == NOT_AUTHORIZED, name
+    assert device.publish(t(A, "settings"), answer, retain=True) in ACCEPTED
+    wait_until(lambda: central.received(t(A, "settings"), answer), 10, "A's settings answer")
+    command = marker()
+    assert central.publish(t(B, "cmd/settings"), command, retain=True) in ACCEPTED
+    # B, connecting later, gets the retained command; never A's forgery.
+    other = Client(broker, B).connected()
+    other.subscribe(f"{DEFAULT_PREFIX}/{B}/cmd/#")
+    wait_until(lambda: other.received(t(B, "cmd/settings")), 10, "B's retained settings")
+    assert other.received(t(B, "cmd/settings")) == [command]
+    assert [m for m in central.messages if m[1] == forged] == []
+    # Clear the retained messages for the other tests.
+    assert central.publish(t(B, "cmd/settings"), b"", retain=True) in ACCEPTED
+    assert device.publish(t(A, "settings"), b"", retain=True) in ACCEPTED
+    for client in (device, other, central):
+        client.close()

@@ -197,7 +197,7 @@ def test_rejects_bad_payloads_counts_them_and_keeps_working(db, broker, publishe
     bad = {
         "oversized": ("cam-1/hourly", b"{" + b" " * 20_000 + b"}"),
         "malformed": ("cam-1/hourly", good[:-5]),
-        "schema": ("cam-1/hourly", good.replace(b'"schema":1', b'"schema":2')),
+        "schema": ("cam-1/hourly", good.replace(b'"schema":2', b'"schema":9')),
         "device-mismatch": ("cam-2/hourly", good),
         "invalid": ("cam-1/live", json.dumps({"schema": 1, "device": "cam-1"}).encode()),
         "topic": ("cam 1/hourly", good),

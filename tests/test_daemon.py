@@ -44,6 +44,9 @@ def edge_command(clip: Path, broker_url: str, db: Path, *extra: str) -> list[str
         START,
         "--set",
         "hourly.grace_s=1",
+        # No central here: delivered means the broker's PUBACK (tests/test_receipts.py runs receipts).
+        "--set",
+        "mqtt.receipts=false",
         *extra,
     )
 
@@ -54,7 +57,7 @@ def local_log(db: Path) -> list[HourlyRecord]:
 
 
 def undelivered(db: Path) -> int | None:
-    """Hourly records not yet acknowledged by the broker; None while the daemon is still creating
+    """Hourly records not yet delivered (here: acknowledged by the broker); None while the daemon is still creating
     the log (the file appears before its tables)."""
     if not db.exists():
         return None

@@ -104,7 +104,7 @@ def test_a_corrupt_log_is_one_line_and_exit_2_not_a_traceback(tmp_path):
         [sys.executable, "-m", "edge.cli.main", "edge", "export", "--db", str(bad)], capture_output=True, text=True
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.count("\n") == 1 and "not a readable edge log" in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1 and "is not a readable SQLite log" in done.stderr, done.stderr
 
 
 def test_postgres_logs_carry_a_version_and_refuse_a_newer_one(postgres_url):

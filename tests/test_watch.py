@@ -60,8 +60,8 @@ def test_render_sorts_devices_aligns_columns_and_counts_in_view_only_if_fresh():
     [
         ("aicctv/shop-1/live", b"{not json"),
         ("aicctv/shop-1/live", live("other-device")),  # device id differs from the topic's
-        ("aicctv/shop-1/live", live("shop-1").replace(b'"schema":1', b'"schema":2')),
-        ("aicctv/shop-1/live", b'{"schema":1,"device":"shop-1"}'),
+        ("aicctv/shop-1/live", live("shop-1").replace(b'"schema":2', b'"schema":9')),
+        ("aicctv/shop-1/live", b'{"schema":2,"device":"shop-1"}'),
         ("aicctv/shop-1/status", b"sleeping"),
         ("aicctv/shop-1/status", b""),
         ("aicctv/shop-1/hourly", live("shop-1")),

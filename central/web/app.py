@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from central.config import CentralConfig, Places, WebSection, verify_secret
 from central.localtime import day_hours, local_start, today, zone
 from central.store import CentralStore, StoreError
-from central.web import metrics, queries
+from central.web import metrics, queries, settings
 from central.web.queries import KINDS, Reader
 from edge.wire.config import ConfigError, redact
 from edge.wire.contract import AGE_BANDS, GENDERS, ContractError, HourlyRecord, check_device_id, hour_start
@@ -178,6 +178,7 @@ class Dashboard:
             Route("/", page(self.now)),
             *(Route(f"/{kind}", page(lambda r, k=kind: self.period(r, k))) for kind in KINDS),
             Route("/devices", page(self.devices_page)),
+            Route("/settings", self.settings_post, methods=["POST"]),
             Route("/log", page(self.log_page)),
             Route("/log.csv", page(lambda r: self.download(r, "csv"))),
             Route("/log.xlsx", page(lambda r: self.download(r, "xlsx"))),
@@ -322,10 +323,26 @@ class Dashboard:
             )
             latest = row["latest_hour"]
             row["latest_text"] = _local_text(latest, zone(row["timezone"])) if latest else "none"
+            row["opening_hours"] = self.places.local(row["device"]).opening_hours.text
             rows.append(row)
         counters = sorted(snap.counters.items())
         resyncs = sum(v for k, v in counters if k.startswith("resync."))
-        return self.page("devices.html", "devices", "Devices", rows=rows, counters=counters, resyncs=resyncs)
+        return self.page(
+            "devices.html",
+            "devices",
+            "Devices",
+            rows=rows,
+            counters=counters,
+            resyncs=resyncs,
+            settings_on=bool(self.config.web.password_hash or self.config.web.token_hash),
+        )
+
+    async def settings_post(self, request: Request) -> Response:
+        """POST /settings from the Devices page (central/web/settings.py)."""
+        web = self.config.web
+        status, message = await settings.post(request, self.config.mqtt, bool(web.password_hash or web.token_hash))
+        title = "Settings sent" if status == 200 else "Settings not sent"
+        return self.page("settings.html", "devices", title, status=status, message=message)
 
     async def log_query(self, request: Request) -> tuple[list[HourlyRecord], dict[str, Any], dict[str, Any]]:
         device = self.device_param(request)

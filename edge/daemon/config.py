@@ -101,7 +101,22 @@ class SourceSection:
 class MqttSection(MqttLinkSection):
     live_interval_s: float = setting(1.0, ge=0.1, le=3600, help="live counts every this many seconds (QoS 0)")
     flush_timeout_s: float = setting(
-        30.0, ge=0.0, le=86400, help="--until-end waits this long for the broker to take the last records"
+        30.0,
+        ge=0.0,
+        le=86400,
+        help="--until-end waits this long for the last records to be delivered (receipts: stored by central)",
+    )
+    receipts: bool = setting(
+        True,
+        help="an hourly record counts as delivered once central confirms it stored it (cmd/receipt), end to end; "
+        "false: once the broker takes it (PUBACK), for a device with no central (a broker is a relay, not a ledger)",
+    )
+    resend_after_s: float = setting(
+        30.0,
+        ge=0.1,
+        le=86400,
+        help="with receipts: a record without one this long after publishing is published again, the wait "
+        "doubling (with jitter) up to 32 times this",
     )
 
 

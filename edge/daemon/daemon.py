@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.daemon.commands import DeviceSettings, SettingsLink, apply_vision
 from edge.daemon.config import EdgeConfig
 from edge.daemon.hourly import HourlyTally
 from edge.daemon.store import EdgeStore
@@ -98,6 +99,9 @@ class EdgeDaemon:
         if snapshot:
             self.tally.restore(snapshot)
         self.uplink = Uplink(config.mqtt, self.device)
+        # Settings from the dashboard (pause, min_face, opening hours): see commands.py.
+        self.settings = DeviceSettings(self.device, config.vision)
+        self.settings_link = SettingsLink(self.uplink.connection, config.mqtt.prefix, self.device)
         self.analyzer = Analyzer(config.vision)
         self.tracking = self.analyzer.tracking()
         tracking = self.store.load_state(TRACKING_STATE) if self.replay else None
@@ -198,6 +202,9 @@ class EdgeDaemon:
                 return
             if resume_after is not None and frame.timestamp <= resume_after:
                 continue
+            if self.settings.paused:
+                self._paused(frame.timestamp)
+                continue
             if not usable_image(frame.image):
                 self.summary.bad_frames += 1
                 if self.summary.bad_frames in (1, 10, 100, 1000):
@@ -268,13 +275,15 @@ class EdgeDaemon:
         """Per frame (or per tick without frames): watchdog, deliveries and commands; every few
         seconds: checkpoint, live counts and the status line systemd shows."""
         self.notifier.alive()
+        self._apply_settings()
         if self.uplink.take_reconnect():
             self.uplink.send(self.store.undelivered())
-        acknowledged = self.uplink.acknowledged()
-        if acknowledged:
+        delivered = self.uplink.delivered()
+        if delivered:
             with self.store.transaction():
-                for record in acknowledged:
-                    self.store.mark_delivered(record)
+                for hour, revision in delivered:
+                    self.store.confirm(self.device, hour, revision)
+        self.uplink.resend()
         for request in self.uplink.resync_requests():
             records = self.store.hourly(self.device, request.since, request.until)
             self.store.add_event("resync", f"{request.since} .. {request.until}: {len(records)} records")
@@ -297,8 +306,27 @@ class EdgeDaemon:
                 LiveCounts(self.device, round(time.time(), 3), self._in_view, self.tally.visitors_in_hour(now))
             )
 
+    def _paused(self, now: float) -> None:
+        """A frame skipped while paused: nothing is analysed or counted, so the paused time is
+        not covered; hours still close and commands (a resume) are still served."""
+        self._in_view = 0
+        self._close_hours(now)
+        self._housekeeping(now)
+
+    def _apply_settings(self) -> None:
+        for command in self.settings_link.commands():
+            state = self.settings.apply(command)
+            apply_vision(self.analyzer, self.settings.vision)
+            self.settings_link.answer(state)
+            self.store.add_event(
+                "settings",
+                f"{'applied' if state.applied else 'rejected'}: {'paused' if state.paused else 'counting'}, "
+                f"min_face {state.min_face}" + (f"; {state.error}" if state.error else ""),
+            )
+
     def _flush(self) -> None:
-        """End of a replay: close every hour, then wait (bounded) for the broker to take them."""
+        """End of a replay: close every hour, then wait (bounded) for their delivery: central's
+        receipts (or, with mqtt.receipts = false, the broker's PUBACKs)."""
         self._close_hours(self.tally.last_frame or time.time(), final=True)
         deadline = time.monotonic() + self.config.mqtt.flush_timeout_s
         while not self.stopping and time.monotonic() < deadline:
@@ -307,7 +335,7 @@ class EdgeDaemon:
                 return
             time.sleep(0.05)
         log.warning(
-            "%d hourly records not delivered yet (broker unreachable?): they stay queued in %s "
+            "%d hourly records not delivered yet (broker or central unreachable?): they stay queued in %s "
             "and go out on the next run",
             self.store.undelivered_count(),
             self.config.storage.db,

@@ -1,7 +1,8 @@
 """The device's local log: visits and hourly records in one SQLite file (WAL mode).
 
-An hourly record is committed here before it is published and marked delivered only when the
-broker acknowledges that exact revision, so a crash or a broker outage loses nothing: on restart
+An hourly record is committed here before it is published and marked delivered only when
+central's receipt says it stored that revision (or, with `mqtt.receipts = false`, when the broker
+acknowledges it), so a crash or an outage of the broker or central loses nothing: on restart
 `undelivered()` is what still has to go out, oldest first. The daemon's running state (open
 hours, last frame time) is saved in the same transactions as the visits it reflects, so after a
 `kill -9` the log and the state agree and nothing is counted twice.
@@ -200,12 +201,16 @@ class EdgeStore:
         )
         return cursor.rowcount == 1
 
-    def mark_delivered(self, record: HourlyRecord) -> None:
-        """The broker acknowledged this revision (a newer one, if stored since, stays pending)."""
+    def confirm(self, device: str, hour: str, revision: int) -> None:
+        """This revision of the hour (or a later one) was delivered: central's receipt, or the
+        broker's PUBACK without receipts. A newer revision stored since stays pending."""
         self.conn.execute(
-            "UPDATE hourly SET delivered = 1 WHERE device = ? AND hour = ? AND revision = ?",
-            (record.device, record.hour, record.revision),
+            "UPDATE hourly SET delivered = 1 WHERE device = ? AND hour = ? AND revision <= ?",
+            (device, hour, revision),
         )
+
+    def mark_delivered(self, record: HourlyRecord) -> None:
+        self.confirm(record.device, record.hour, record.revision)
 
     def undelivered(self) -> list[HourlyRecord]:
         rows = self.conn.execute("SELECT record FROM hourly WHERE delivered = 0 ORDER BY hour, device")

@@ -1,12 +1,17 @@
 """The edge's MQTT side: retained status with a last will, live counts, hourly records, resync.
 
 Hourly records are published from the local store (never from memory only) and marked delivered
-when the broker's PUBACK for that exact revision arrives. On every (re)connection the daemon
-publishes everything still undelivered, oldest first, so an outage of any length loses nothing;
-duplicates are harmless by the contract's revision rule.
+only when central's receipt (`cmd/receipt`) for that revision, or a later one, arrives: a broker
+is a relay, not a ledger (a restarted Mosquitto keeps sessions but not shared subscriptions, and
+drops what arrives meanwhile after its PUBACK). A record without a receipt is published again
+after `mqtt.resend_after_s`, the wait doubling up to 32 times that; on every (re)connection the
+daemon publishes everything still undelivered, oldest first, so an outage of any length, of the
+broker or of central, loses nothing; duplicates are harmless by the contract's revision rule.
+With `mqtt.receipts = false` (a device with no central) the broker's PUBACK for that exact
+revision marks it delivered instead.
 
 Paho's callbacks run on the connection thread; they only fill queues. The daemon's thread, the
-only one touching SQLite and the in-flight map, drains them with `acknowledged()`,
+only one touching SQLite and the in-flight maps, drains them with `delivered()`, `resend()`,
 `take_reconnect()` and `resync_requests()`.
 """
 
@@ -15,6 +20,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 
 import paho.mqtt.client as paho
 
@@ -24,15 +30,19 @@ from edge.wire.contract import (
     ContractError,
     HourlyRecord,
     LiveCounts,
+    Receipt,
     ResyncRequest,
     decode,
     encode,
     topic,
 )
-from edge.wire.mqtt import Connection
+from edge.wire.mqtt import Connection, backoff_delay
 from edge.wire.rejections import Rejections
 
 log = logging.getLogger("aicctv.uplink")
+
+# Unconfirmed records go out again after resend_after_s, then 2×, 4× … up to this many times it.
+RESEND_CAP_FACTOR = 32
 
 
 class Uplink:
@@ -40,8 +50,15 @@ class Uplink:
         self.device = device
         self.prefix = config.prefix
         self._status = topic(config.prefix, device, "status")
-        self._in_flight: dict[int, HourlyRecord] = {}  # mid → record; the daemon's thread only
+        self._resync = topic(config.prefix, device, "cmd/resync")
+        self._receipt = topic(config.prefix, device, "cmd/receipt")
+        self.receipts = config.receipts
+        self.resend_after_s = config.resend_after_s
+        # The daemon's thread only: mid → record (PUBACK mode), hour → (record, attempt, resend at).
+        self._in_flight: dict[int, HourlyRecord] = {}
+        self._unconfirmed: dict[str, tuple[HourlyRecord, int, float]] = {}
         self._acked: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._confirmed: queue.SimpleQueue[Receipt] = queue.SimpleQueue()
         self._resyncs: queue.SimpleQueue[ResyncRequest] = queue.SimpleQueue()
         self._reconnected = threading.Event()
         self.rejections = Rejections()  # paho's thread only
@@ -55,7 +72,7 @@ class Uplink:
             ca_file=config.ca_file,
             on_connect=self._on_connect,
             on_message=self._on_message,
-            on_publish=self._on_publish,
+            on_publish=None if config.receipts else self._on_publish,
         )
 
     @property
@@ -81,29 +98,57 @@ class Uplink:
             self.connection.client.publish(topic(self.prefix, self.device, "live"), encode(counts), qos=0)
 
     def send(self, records: list[HourlyRecord]) -> None:
-        """Publish hourly records in order (QoS 1); each is acknowledged via `acknowledged()`."""
+        """Publish hourly records in order (QoS 1); each is confirmed via `delivered()`."""
         if not self.connected:
             return  # they stay undelivered in the store and go out on reconnection
         name = topic(self.prefix, self.device, "hourly")
+        now = time.monotonic()
         for record in records:
             info = self.connection.client.publish(name, encode(record), qos=1)
-            if info.rc == paho.MQTT_ERR_SUCCESS:
-                self._in_flight[info.mid] = record
+            if not self.receipts:
+                if info.rc == paho.MQTT_ERR_SUCCESS:
+                    self._in_flight[info.mid] = record
+                continue
+            # Kept even if paho refused it: then the resend is what gets it out.
+            earlier = self._unconfirmed.get(record.hour)
+            attempt = earlier[1] + 1 if earlier and earlier[0].revision == record.revision else 0
+            wait = backoff_delay(attempt, base_s=self.resend_after_s, cap_s=RESEND_CAP_FACTOR * self.resend_after_s)
+            self._unconfirmed[record.hour] = (record, attempt, now + wait)
 
-    def acknowledged(self) -> list[HourlyRecord]:
-        """Records whose PUBACK arrived since the last call."""
+    def delivered(self) -> list[tuple[str, int]]:
+        """(hour, revision) pairs delivered since the last call: central's receipts (each confirms
+        that revision and any earlier one), or without receipts the PUBACKs of exact revisions."""
         done = []
+        while not self._confirmed.empty():
+            receipt = self._confirmed.get()
+            earlier = self._unconfirmed.get(receipt.hour)
+            if earlier and earlier[0].revision <= receipt.revision:
+                del self._unconfirmed[receipt.hour]
+            done.append((receipt.hour, receipt.revision))
         while not self._acked.empty():
             record = self._in_flight.pop(self._acked.get(), None)
             if record is not None:
-                done.append(record)
+                done.append((record.hour, record.revision))
         return done
+
+    def resend(self) -> int:
+        """Publish again the records whose receipt is overdue (backoff per record); how many."""
+        if not self.connected:
+            return 0
+        now = time.monotonic()
+        due = [record for record, _, at in self._unconfirmed.values() if at <= now]
+        if due:
+            log.info("%d hourly records without a receipt from central: publishing them again", len(due))
+            self.send(sorted(due, key=lambda r: r.hour))
+        return len(due)
 
     def take_reconnect(self) -> bool:
         """True once after each successful connection: time to publish the backlog."""
         if self._reconnected.is_set():
             self._reconnected.clear()
-            self._in_flight.clear()  # a new session: whatever was in flight goes out again
+            # A new session: whatever was in flight or unconfirmed goes out again, from the store.
+            self._in_flight.clear()
+            self._unconfirmed.clear()
             return True
         return False
 
@@ -115,7 +160,7 @@ class Uplink:
 
     def _on_connect(self, client: paho.Client, _session_present: bool) -> None:
         client.publish(self._status, self.current_status, qos=1, retain=True)
-        client.subscribe(topic(self.prefix, self.device, "cmd/resync"), qos=1)
+        client.subscribe([(self._resync, 1), (self._receipt, 1)] if self.receipts else [(self._resync, 1)])
         self._reconnected.set()
 
     def _on_publish(self, mid: int) -> None:
@@ -126,10 +171,14 @@ class Uplink:
     def _on_message(self, message: paho.MQTTMessage) -> None:
         # decode raises nothing else, whatever the payload: an exception here would end paho's
         # thread, and with it every publication and reconnection of this daemon.
+        receipt = message.topic == self._receipt
         try:
-            request = decode(ResyncRequest, message.payload)
+            payload = decode(Receipt if receipt else ResyncRequest, message.payload)
         except ContractError as exc:
             if report := self.rejections.add(message.topic, exc.reason, str(exc)):
-                log.warning("rejected a resync command on %s", report)
+                log.warning("rejected a %s on %s", "receipt" if receipt else "resync command", report)
             return
-        self._resyncs.put(request)  # type: ignore[arg-type]
+        if receipt:
+            self._confirmed.put(payload)  # type: ignore[arg-type]
+        else:
+            self._resyncs.put(payload)  # type: ignore[arg-type]

@@ -13,6 +13,9 @@ Topics, under a configurable prefix (default `aicctv`) and one device id per edg
     <prefix>/<device>/live          LiveCounts, QoS 0, at most ~1 s old
     <prefix>/<device>/hourly        HourlyRecord, QoS 1, one per device-hour (revisions replace)
     <prefix>/<device>/cmd/resync    ResyncRequest from central: republish hours in a range
+    <prefix>/<device>/cmd/receipt   Receipt from central: this revision of an hour is stored
+    <prefix>/<device>/cmd/settings  Settings from central (the dashboard), retained
+    <prefix>/<device>/settings      SettingsState: the device's answer, retained
 """
 
 from __future__ import annotations
@@ -64,7 +67,9 @@ def gender_of(p_female: float) -> str:
 # will), or up but without frames from its camera or stream (source-lost).
 STATUS_ONLINE, STATUS_OFFLINE, STATUS_SOURCE_LOST = "online", "offline", "source-lost"
 STATUSES = (STATUS_ONLINE, STATUS_OFFLINE, STATUS_SOURCE_LOST)
-CHANNELS = ("status", "live", "hourly", "cmd/resync")
+CHANNELS = ("status", "live", "hourly", "cmd/resync", "cmd/receipt")
+# Settings from the dashboard (central → device, retained) and the device's answer (retained).
+CHANNELS += ("cmd/settings", "settings")
 # No MQTT wildcards or separators in ids, so a device id is always exactly one topic level.
 # Matched with fullmatch: `$` would also accept a trailing newline.
 _DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -225,7 +230,78 @@ class ResyncRequest:
         return self
 
 
-Payload = HourlyRecord | LiveCounts | ResyncRequest
+@dataclass(frozen=True)
+class Receipt:
+    """Central has committed this revision of one of the device's hours (or keeps a later one): the
+    device's proof of delivery, end to end. It confirms every stored revision up to `revision`."""
+
+    hour: str
+    revision: int
+    schema: int = SCHEMA_VERSION
+
+    def validate(self) -> Receipt:
+        parse_hour(self.hour)
+        _check_int(self.revision, "revision")
+        return self
+
+
+Payload = HourlyRecord | LiveCounts | ResyncRequest | Receipt
+
+
+# Opening hours are free text for the device (central parses them); a bound keeps payloads small.
+MAX_TEXT = 200
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Central's settings for one device, retained on <prefix>/<device>/cmd/settings: the whole set
+    each time, so the latest one alone says what the device should do. `min_face` None: the
+    device's own configured vision.min_face. `issued`: when central sent it (the answer names it)."""
+
+    paused: bool
+    min_face: int | None
+    opening_hours: str
+    issued: float
+    schema: int = SCHEMA_VERSION
+
+    def validate(self) -> Settings:
+        if not isinstance(self.paused, bool):
+            raise ContractError(f"paused must be true or false, got {self.paused!r}")
+        if self.min_face is not None:
+            _check_int(self.min_face, "min_face")
+        _check_text(self.opening_hours, "opening_hours")
+        _check_number(self.issued, "issued")
+        return self
+
+
+@dataclass(frozen=True)
+class SettingsState:
+    """The device's answer, retained on <prefix>/<device>/settings: the settings it now runs with
+    and whether the command `issued` at that time was applied (`error` "") or rejected (why)."""
+
+    device: str
+    issued: float
+    applied: bool
+    error: str
+    paused: bool
+    min_face: int
+    opening_hours: str
+    schema: int = SCHEMA_VERSION
+
+    def validate(self) -> SettingsState:
+        check_device_id(self.device)
+        _check_number(self.issued, "issued")
+        if not isinstance(self.applied, bool) or not isinstance(self.paused, bool):
+            raise ContractError("applied and paused must be true or false")
+        _check_text(self.error, "error", 4 * MAX_TEXT)
+        _check_int(self.min_face, "min_face")
+        _check_text(self.opening_hours, "opening_hours")
+        return self
+
+
+def _check_text(value: Any, name: str, limit: int = MAX_TEXT) -> None:
+    if not isinstance(value, str) or len(value) > limit:
+        raise ContractError(f"{name} must be text of at most {limit} characters")
 
 
 def _check_int(value: Any, name: str) -> None:
@@ -309,7 +385,10 @@ def _plausible(moment: float, name: str, now: float) -> None:
 
 
 def _check_times(payload: Payload, now: float) -> None:
-    if isinstance(payload, HourlyRecord):
+    if isinstance(payload, Settings | SettingsState):
+        _plausible(payload.issued, "issued", now)
+        return
+    if isinstance(payload, HourlyRecord | Receipt):
         _plausible(parse_hour(payload.hour), "hour", now)
     elif isinstance(payload, LiveCounts):
         _plausible(payload.time, "time", now)

@@ -121,7 +121,7 @@ class Connection:
         self.connected = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._user_on_connect = on_connect
+        self._on_connects = [on_connect] if on_connect else []
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -187,14 +187,18 @@ class Connection:
             log.info("reconnecting to %s in %.1f s", self.broker, delay)
             self._stopping.wait(delay)
 
+    def add_on_connect(self, callback: Callable[[paho.Client, bool], None]) -> None:
+        """Also run `callback(client, session_present)` after every CONNACK (e.g. to subscribe)."""
+        self._on_connects.append(callback)
+
     def _on_connect(self, client: paho.Client, _userdata: object, flags: paho.ConnectFlags, reason, _props) -> None:
         if reason.is_failure:
             log.warning("broker %s refused the connection: %s", self.broker, reason)
             return
         log.info("connected to %s", self.broker)
         self.connected.set()
-        if self._user_on_connect:
-            self._user_on_connect(client, flags.session_present)
+        for callback in self._on_connects:
+            callback(client, flags.session_present)
 
     def _on_disconnect(self, _client: paho.Client, _userdata: object, _flags, reason, _props) -> None:
         self.connected.clear()

@@ -1,0 +1,140 @@
+"""Home Assistant MQTT discovery (central/homeassistant.py): the configs' keys as HA documents
+them, stable unique ids, availability from the device's status; and on a real broker, the
+subscriber publishing them retained, the state, and again after HA's birth message."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bench.services import Listener, wait_until
+from central.config import CentralConfig
+from central.homeassistant import discovery_configs, node_id, state
+from central.subscriber import Subscriber
+from edge.wire.config import load
+from edge.wire.contract import AGE_BANDS, HourlyRecord, LiveCounts, empty_counts, encode, hour_start
+
+REQUIRED = {
+    "name",
+    "unique_id",
+    "state_topic",
+    "value_template",
+    "unit_of_measurement",
+    "availability_topic",
+    "payload_available",
+    "payload_not_available",
+    "device",
+}
+
+
+def record(device: str, hour: str, female_20s: int, male_60s: int, unknown: int = 0) -> HourlyRecord:
+    counts = empty_counts()
+    counts["female"]["20-29"], counts["male"]["60+"] = female_20s, male_60s
+    return HourlyRecord(device, hour, female_20s + male_60s + unknown, counts, 3.0, 100, 1.0, 1, unknown)
+
+
+def test_discovery_configs_follow_the_documented_conventions():
+    configs = discovery_configs("aicctv", "homeassistant", "shop.1", "Shop one")
+    # People in view, visitors today, last hour total, by gender (2) and by age band (7).
+    assert len(configs) == 3 + 2 + len(AGE_BANDS)
+    node = node_id("shop.1")
+    assert node == "aicctv_shop_1"
+    for name, config in configs.items():
+        _component, node_part, object_id, last = name.split("/")[1:]
+        assert name.startswith("homeassistant/sensor/") and last == "config" and node_part == node
+        assert set(config) >= REQUIRED, name
+        assert config["unique_id"] == f"{node}_{object_id}"
+        assert config["availability_topic"] == "aicctv/shop.1/status"
+        assert (config["payload_available"], config["payload_not_available"]) == ("online", "offline")
+        assert config["device"] == {
+            "identifiers": [node],
+            "name": "Shop one",
+            "manufacturer": "aicctv",
+            "model": "aicctv edge camera",
+        }
+        assert config["value_template"] == f"{{{{ value_json.{object_id} }}}}"
+        json.dumps(config)
+    in_view = configs[f"homeassistant/sensor/{node}/in_view/config"]
+    assert in_view["state_topic"] == "aicctv/shop.1/live"
+    assert (
+        configs[f"homeassistant/sensor/{node}/last_hour_age_60_plus/config"]["state_topic"] == "aicctv/shop.1/ha/state"
+    )
+    # Stable: the same device, prefix and discovery prefix give the same topics and ids.
+    again = discovery_configs("aicctv", "homeassistant", "shop.1")
+    assert {k: v["unique_id"] for k, v in again.items()} == {k: v["unique_id"] for k, v in configs.items()}
+    other = discovery_configs("aicctv", "homeassistant", "shop-2")
+    assert not {v["unique_id"] for v in other.values()} & {v["unique_id"] for v in configs.values()}
+
+
+def test_state_sums_the_day_and_splits_the_last_hour():
+    records = [record("a", "2026-01-05T09:00:00Z", 2, 1), record("a", "2026-01-05T10:00:00Z", 1, 3, unknown=1)]
+    now = state(records)
+    assert now["visitors_today"] == 8 and now["hour"] == "2026-01-05T10:00:00Z"
+    assert (now["last_hour"], now["last_hour_female"], now["last_hour_male"]) == (5, 1, 3)
+    assert now["last_hour_age_20_29"] == 1 and now["last_hour_age_60_plus"] == 3 and now["last_hour_age_0_9"] == 0
+    # The live count of an hour not stored yet adds to today; of a stored one, not twice.
+    live = LiveCounts("a", 1767610800.0 + 60, 2, 4)  # 2026-01-05T11:01Z
+    assert hour_start(live.time) == "2026-01-05T11:00:00Z"
+    assert state(records, live)["visitors_today"] == 12
+    assert state(records, LiveCounts("a", 1767607200.0 + 60, 2, 4))["visitors_today"] == 8
+    assert state([])["visitors_today"] == 0
+
+
+def publish(url: str, name: str, payload: bytes, retain: bool = False) -> None:
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:6]}")
+    client.connect("127.0.0.1", int(url.rsplit(":", 1)[1]))
+    client.loop_start()
+    client.publish(name, payload, qos=1, retain=retain).wait_for_publish(10)
+    client.disconnect()
+    client.loop_stop()
+
+
+def test_central_publishes_retained_configs_and_again_when_home_assistant_comes_online(broker, tmp_path):
+    overrides = {
+        "mqtt.broker": broker.url,
+        "storage.db": str(tmp_path / "central.db"),
+        "homeassistant.enabled": True,
+        "mqtt.client_id": "central-ha-test",
+    }
+    subscriber = Subscriber(load(CentralConfig, overrides=overrides, environ={}))
+    thread = threading.Thread(target=subscriber.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(subscriber.subscribed.is_set, 20, "the subscriber")
+        now = time.time()
+        publish(broker.url, "aicctv/cam-h/status", b"online", retain=True)
+        publish(broker.url, "aicctv/cam-h/hourly", encode(record("cam-h", hour_start(now), 2, 1)))
+        publish(broker.url, "aicctv/cam-h/live", encode(LiveCounts("cam-h", now, 1, 4)))
+        node = node_id("cam-h")
+        expected = set(discovery_configs("aicctv", "homeassistant", "cam-h"))
+        first = Listener(broker.url, "homeassistant/#").connect()
+        wait_until(lambda: expected <= {t for t, _, _ in first.messages}, 20, "the discovery configs")
+        first.disconnect()
+        # A subscriber arriving later (Home Assistant starting) gets them retained.
+        listener = Listener(broker.url, "homeassistant/#").connect()
+        wait_until(lambda: expected <= {t for t, _, _ in listener.messages}, 20, "the retained configs")
+        assert all(retained for t, _, retained in listener.messages if t in expected)
+        config = json.loads(next(p for t, p, _ in listener.messages if t.endswith(f"{node}/in_view/config")))
+        assert config["unique_id"] == f"{node}_in_view"
+        states = Listener(broker.url, "aicctv/cam-h/ha/state").connect()
+        wait_until(lambda: states.messages, 20, "the state")
+        wait_until(lambda: json.loads(states.messages[-1][1])["last_hour"] == 3, 20, "today's visitors")
+        last = json.loads(states.messages[-1][1])
+        assert (last["last_hour"], last["last_hour_female"], last["last_hour_male"]) == (3, 2, 1)
+        assert last["visitors_today"] == 3, "the live count of a stored hour is not added again"
+
+        # Home Assistant restarts: its birth message brings every config again.
+        listener.messages.clear()
+        publish(broker.url, "homeassistant/status", b"online")
+        wait_until(lambda: expected <= {t for t, _, _ in listener.messages}, 20, "the configs again")
+        assert not any(retained for t, _, retained in listener.messages if t in expected), "live, not the retained"
+        listener.disconnect()
+        states.disconnect()
+    finally:
+        subscriber.stop()
+        thread.join(20)

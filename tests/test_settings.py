@@ -1,0 +1,247 @@
+"""Settings from the dashboard (docs/mqtt.md, "Settings"): central's retained `cmd/settings`, the
+device checking and applying it without a restart (pause, min_face), its retained answer, and the
+Devices page's POST with and without the credential, on a real broker, a real daemon and a real
+server."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from urllib.parse import urlencode
+
+import numpy as np
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bench.services import Listener, wait_until
+from central.config import CentralConfig, Places, hash_secret
+from central.store import Batch, open_store
+from edge.daemon.commands import DeviceSettings
+from edge.daemon.config import EdgeConfig
+from edge.vision.config import VisionConfig
+from edge.vision.sources import Frame
+from edge.wire.config import load
+from edge.wire.contract import Settings, SettingsState, decode, encode, topic
+
+DEVICE = "cam-s"
+START = 1_800_000_000.0  # an hour start (2027-01-15T08:00:00Z)
+
+
+def publish(url: str, name: str, payload: bytes, retain: bool = True) -> None:
+    """What central does: one retained QoS 1 message."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"central-{uuid.uuid4().hex[:6]}")
+    client.connect("127.0.0.1", int(url.rsplit(":", 1)[1]))
+    client.loop_start()
+    client.publish(name, payload, qos=1, retain=retain).wait_for_publish(10)
+    client.disconnect()
+    client.loop_stop()
+
+
+def answers(listener: Listener) -> list[SettingsState]:
+    return [decode(SettingsState, p, device=DEVICE) for p in listener.payloads("/settings") if p]  # type: ignore[misc]
+
+
+@pytest.fixture
+def daemon(broker, tmp_path):
+    from edge.daemon.daemon import EdgeDaemon
+
+    overrides = {
+        "device.id": DEVICE,
+        "source.spec": "rtsp://127.0.0.1:9/none",
+        "mqtt.broker": broker.url,
+        "storage.db": str(tmp_path / "edge.db"),
+    }
+    running = EdgeDaemon(load(EdgeConfig, overrides=overrides, environ={}))
+    running.uplink.start()
+    yield running
+    running.uplink.stop()
+    running.store.close()
+
+
+def serve(daemon, until) -> None:
+    """The daemon's housekeeping (where commands are applied) until `until()`."""
+    wait_until(lambda: daemon._housekeeping(time.time()) or until(), 15, "the daemon to apply the settings")
+
+
+def frames(start: float, seconds: float, fps: int = 10) -> list[Frame]:
+    image = np.zeros((48, 64, 3), np.uint8)
+    return [Frame(image, start + i / fps, i) for i in range(int(seconds * fps))]
+
+
+def test_a_retained_pause_and_min_face_apply_without_restart(broker, daemon):
+    listener = Listener(broker.url, topic("aicctv", DEVICE, "settings")).connect()
+    assert daemon.analyzer.detector.min_face_px == 40
+    # Retained before the device is even subscribed: an offline device gets it when it comes back.
+    command = Settings(True, 80, "mon-fri 09:00-18:00", round(time.time(), 3))
+    publish(broker.url, topic("aicctv", DEVICE, "cmd/settings"), encode(command))
+    serve(daemon, lambda: daemon.settings.paused)
+    assert daemon.analyzer.detector.min_face_px == 80 and daemon.analyzer.config.min_face == 80
+    assert daemon.settings.opening_hours == "mon-fri 09:00-18:00"
+    wait_until(lambda: answers(listener), 10, "the device's answer")
+    (state,) = answers(listener)
+    assert (state.applied, state.error, state.paused, state.min_face, state.issued) == (
+        True,
+        "",
+        True,
+        80,
+        command.issued,
+    )
+
+    # Paused: 20 s of frames are skipped (nothing analysed, nothing covered); resumed: 20 s counted.
+    seen = [f.timestamp for f in daemon._frames(iter(frames(START, 20)))]
+    assert seen == []
+    resume = Settings(False, None, "", round(time.time(), 3))
+    publish(broker.url, topic("aicctv", DEVICE, "cmd/settings"), encode(resume))
+    serve(daemon, lambda: not daemon.settings.paused)
+    assert daemon.analyzer.detector.min_face_px == 40, "None: back to the device's own vision.min_face"
+    for frame in daemon._frames(iter(frames(START + 20, 20))):
+        daemon.tally.frame(frame.timestamp)
+    (record,) = daemon.tally.close(START + 7200, final=True)[:1]
+    assert 0.004 < record.coverage < 0.006, "20 s of the hour counted, the paused 20 s not"
+    listener.disconnect()
+
+
+def test_a_bad_value_is_rejected_reported_and_not_applied(broker, daemon):
+    listener = Listener(broker.url, topic("aicctv", DEVICE, "settings")).connect()
+    name = topic("aicctv", DEVICE, "cmd/settings")
+    publish(broker.url, name, encode(Settings(True, 3, "", round(time.time(), 3))))
+    wait_until(lambda: daemon._housekeeping(time.time()) or answers(listener), 15, "the rejection")
+    (state,) = answers(listener)
+    assert not state.applied and "vision.min_face = 3" in state.error and "between 8 and 4096" in state.error
+    assert (state.paused, state.min_face) == (False, 40), "nothing of a rejected command is applied"
+    assert not daemon.settings.paused and daemon.analyzer.detector.min_face_px == 40
+    # Not even a Settings payload: rejected by the contract, answered all the same.
+    publish(broker.url, name, b'{"schema": 2, "paused": "yes"}')
+    wait_until(lambda: daemon._housekeeping(time.time()) or len(answers(listener)) == 2, 15, "the second rejection")
+    assert answers(listener)[1].error.startswith("rejected: ")
+    assert not daemon.settings.paused
+    events = [kind for _, kind, _ in daemon.store.events()]
+    assert events.count("settings") == 2
+    listener.disconnect()
+
+
+def test_device_settings_checks_like_the_config_file():
+    settings = DeviceSettings(DEVICE, VisionConfig(min_face=48))
+    assert settings.apply(Settings(False, 4097, "", START)).error.startswith("settings: vision.min_face = 4097")
+    state = settings.apply(Settings(False, 8, "sat 10:00-14:00", START))
+    assert state.applied and settings.vision.min_face == 8
+    assert settings.apply(Settings(False, None, "", START)).min_face == 48
+
+
+# ---- the Devices page's form ----------------------------------------------------------------------
+
+
+class Server:
+    """The dashboard (uvicorn in a thread) with central's broker settings."""
+
+    def __init__(self, db: str, broker_url: str, **web: object) -> None:
+        import uvicorn
+
+        from central.web.app import create_app
+
+        overrides = {"storage.db": db, "mqtt.broker": broker_url} | {f"web.{k}": v for k, v in web.items()}
+        config = load(CentralConfig, overrides=overrides, environ={})
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.host = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.url = f"http://{self.host}"
+        self.server = uvicorn.Server(uvicorn.Config(create_app(config, Places()), log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        wait_until(lambda: self.server.started, 20, "the server")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+
+    def request(self, path: str, form: dict | None = None, headers: dict | None = None) -> tuple[int, str]:
+        data = urlencode(form).encode() if form is not None else None
+        request = urllib.request.Request(self.url + path, data=data, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=20) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_the_page_form_posts_settings_with_the_credential_only(broker, tmp_path, caplog):
+    from edge.daemon.commands import SettingsLink
+    from edge.daemon.uplink import Uplink
+
+    edge = load(EdgeConfig, overrides={"device.id": DEVICE, "mqtt.broker": broker.url}, environ={})
+    uplink = Uplink(edge.mqtt, DEVICE)
+    link = SettingsLink(uplink.connection, "aicctv", DEVICE)
+    device = DeviceSettings(DEVICE, VisionConfig())
+    stop = threading.Event()
+
+    def device_loop() -> None:  # what the daemon's housekeeping does
+        while not stop.is_set():
+            for command in link.commands():
+                link.answer(device.apply(command))
+            time.sleep(0.02)
+
+    uplink.start()
+    worker = threading.Thread(target=device_loop, daemon=True)
+    worker.start()
+    commands = Listener(broker.url, topic("aicctv", DEVICE, "cmd/settings")).connect()
+    db = str(tmp_path / "central.db")
+    store = open_store(db)
+    store.write(Batch(statuses={DEVICE: "online"}))
+    store.close()
+    form = {"device": DEVICE, "paused": "on", "min_face": "64", "opening_hours": "mon-sat 10:00-20:00"}
+    try:
+        with Server(db, broker.url, password_hash=hash_secret("s3cret")) as server:
+            good = {"Authorization": basic("owner", "s3cret"), "Origin": server.url}
+            status, page = server.request("/devices", headers=good)
+            assert status == 200 and 'action="settings"' in page and 'name="min_face"' in page
+            assert server.request("/settings", form, {"Origin": server.url})[0] == 401
+            wrong = {"Authorization": basic("owner", "guess"), "Origin": server.url}
+            assert server.request("/settings", form, wrong)[0] == 401
+            # A page elsewhere making the owner's browser post (with the browser's credentials).
+            evil = {**good, "Origin": "http://evil.example"}
+            assert server.request("/settings", form, evil)[0] == 403
+            assert server.request("/settings", form, {"Authorization": good["Authorization"]})[0] == 403
+            status, page = server.request("/settings", {**form, "min_face": "four"}, good)
+            assert status == 400 and "vision.min_face" in page
+            assert commands.messages == [], "nothing refused reaches the broker"
+            # Out of bounds: the device checks it like its config file, refuses it, and says why.
+            status, page = server.request("/settings", {**form, "min_face": "4"}, good)
+            assert status == 200 and "must be between 8 and 4096" in page, page
+            assert not device.paused
+            with caplog.at_level("INFO", logger="aicctv.web"):
+                status, page = server.request("/settings", form, good)
+            assert status == 200 and "applied by the device" in page, page
+            assert device.paused and device.vision.min_face == 64
+            (_, payload, _) = commands.messages[-1]
+            sent = decode(Settings, payload)
+            assert (sent.paused, sent.min_face, sent.opening_hours) == (True, 64, "mon-sat 10:00-20:00")
+            logged = " ".join(r.getMessage() for r in caplog.records)
+            assert f"settings for {DEVICE} by user 'owner'" in logged and "s3cret" not in logged
+            # Retained: a device connecting later gets it.
+            late = Listener(broker.url, topic("aicctv", DEVICE, "cmd/settings")).connect()
+            wait_until(lambda: late.messages, 10, "the retained command")
+            assert late.messages[0][2] is True
+            late.disconnect()
+        # Without a credential configured (a local-only dashboard) nothing can be changed.
+        with Server(db, broker.url) as server:
+            status, page = server.request("/settings", form, {"Origin": server.url})
+            assert status == 403 and "password_hash" in page
+            assert 'name="min_face"' not in server.request("/devices")[1]
+    finally:
+        stop.set()
+        commands.disconnect()
+        uplink.stop()
