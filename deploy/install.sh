@@ -215,7 +215,7 @@ if venv_ok; then
         step venv "$VENV reused"
     fi
 else
-    rm -rf "${R:?}$VENV" # absent, or broken by an upgrade of the system's Python
+    rm -rf "$R${VENV:?}" # absent, or broken by an upgrade of the system's Python
     mkdir -p "$R$APP"
     flags=()
     [[ $SYSTEM_SITE == true ]] && flags+=(--system-site-packages)
