@@ -31,7 +31,7 @@ import paho.mqtt.client as paho
 from central.config import CentralConfig
 from central.homeassistant import HomeAssistant
 from central.store import Batch, CentralStore, StoreError, open_store
-from edge.wire.config import without_password
+from edge.wire.config import redact
 from edge.wire.contract import (
     ContractError,
     HourlyRecord,
@@ -233,7 +233,7 @@ class Subscriber:
         log.info(
             "central: broker %s, db %s, subscribing %s",
             self.connection.broker,
-            without_password(self.config.storage.db),
+            redact(self.config.storage.db),
             ", ".join(name for name, _ in self.filters),
         )
         self.connection.start()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from central.config import POSTGRES_SCHEMES
 from edge.cli.common import EXIT_FAILED, hour_range_options
-from edge.wire.config import ConfigError, without_password
+from edge.wire.config import ConfigError, redact
 from edge.wire.contract import AGE_BANDS, GENDERS, ContractError, HourlyRecord, parse_hour
 from edge.wire.sqlite import decode_record, hourly_query
 
@@ -90,11 +90,11 @@ def _postgres_texts(url: str, query: str, params: list[str]) -> list[str]:
                 "SELECT column_name FROM information_schema.columns WHERE table_name = 'hourly'"
                 " AND table_schema = ANY (current_schemas(false))"
             ).fetchall()
-            _check_columns(without_password(url), {row[0] for row in columns})
+            _check_columns(redact(url), {row[0] for row in columns})
             return [row[0] for row in conn.execute(query, params)]
     except psycopg.Error as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LogError(f"cannot read {without_password(url)}: {first_line}") from None
+        raise LogError(f"cannot read {redact(url)}: {first_line}") from None
 
 
 def _check_columns(where: object, columns: set[str]) -> None:
@@ -221,7 +221,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         records = read_hourly(args.db, args.device, args.since, args.until)
         if not records:
             which = f"device {args.device}" if args.device else "any device"
-            print(f"no hourly records for {which} in that range of {without_password(args.db)}", file=sys.stderr)
+            print(f"no hourly records for {which} in that range of {redact(args.db)}", file=sys.stderr)
             return 0
         print(tables(records, *_zones(args)))
         if args.plot is not None:

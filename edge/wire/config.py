@@ -108,10 +108,6 @@ def redact(text: str) -> str:
     return _KEYED.sub(rf"\g<head>{HIDDEN}", _USERINFO.sub(rf"\g<head>{HIDDEN}@", text))
 
 
-# The earlier name, still imported by edge/cli/stats.py and central/subscriber.py.
-without_password = redact
-
-
 # ---- checks --------------------------------------------------------------------------------------
 
 
