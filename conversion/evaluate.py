@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from conversion.augment import low_resolution
+from conversion.corrupt import low_resolution
 from conversion.data import AGE_BANDS, DEFAULT_CACHE, RACES, Prepared, age_band_index
 from conversion.train import aligned_crops
 from edge.vision.classify import AgeGenderModel
