@@ -7,6 +7,7 @@ import numpy as np
 from conftest import background, place
 
 from edge import Analyzer, VisionConfig
+from edge.vision.detect import STILL_PASS_EVERY, FaceDetector
 from edge.vision.motion import MotionGate
 from edge.vision.sources import Frame
 
@@ -49,3 +50,41 @@ def test_an_empty_scene_runs_the_detector_on_a_fraction_of_frames_and_a_visitor_
     analyzer = Analyzer(VisionConfig(sweep_s=1.0))
     first_seen = [v.first_seen for result in analyzer.track(frames) for v in result.ended]
     assert len(first_seen) == 1 and first_seen[0] <= 11.15
+
+
+def test_new_motion_is_motion_not_explained_by_the_people_already_followed():
+    rng = np.random.default_rng(3)
+    scene = background(640, 480, seed=2)
+    gate = MotionGate()
+    gate.moved(noisy(scene, rng))
+    walker = scene.copy()
+    walker[100:300, 400:460] = 20  # a face at 100-160 and the body below it
+    assert gate.moved(noisy(walker, rng))
+    left, right = (0, 0, 240, 240), (320, 0, 320, 480)
+    moving = gate.new_motion(np.zeros((0, 4), np.float32), 640, 480)
+    assert moving(right) and not moving(left)
+    # Once that face is followed, its head and body explain the motion: no window needs a search.
+    followed = gate.new_motion(np.array([[400, 100, 460, 160]], np.float32), 640, 480)
+    assert not followed(right)
+    # A second person beside the first, at face height, is not explained by the first.
+    pair = noisy(walker, rng)
+    pair[100:160, 540:600] = 230
+    gate.moved(pair)
+    assert gate.new_motion(np.array([[400, 100, 460, 160]], np.float32), 640, 480)(right)
+
+
+def test_the_pyramid_skips_still_windows_except_on_a_still_pass():
+    detector = FaceDetector("full")
+    image = background(640, 480, seed=4)
+    pyramid = detector.windows(640, 480)
+    seen: list = []
+
+    def moving(window):
+        seen.append(window)
+        return False
+
+    none = np.zeros((0, 4), np.float32)
+    for index in range(len(pyramid) * STILL_PASS_EVERY):
+        detector.detect_stream(image, index, none, np.zeros(0, bool), [], moving)
+    # Asked about every window of every pass except the still one, which visits all unasked.
+    assert len(seen) == len(pyramid) * (STILL_PASS_EVERY - 1)

@@ -336,7 +336,11 @@ class Analyzer:
         # needs one) runs every other frame, staggered across tracks; a tentative track is dropped
         # at its first miss, so it is zoomed every frame.
         zoom = np.array([not t.confirmed or (frame.index + t.id) % 2 == 0 for t in tracks], bool)
-        return self.detector.detect_stream(frame.image, frame.index, tracked, zoom, tracking.rejected)
+        moving = None
+        if tracking.gate is not None:
+            height, width = frame.image.shape[:2]
+            moving = tracking.gate.new_motion(tracked, width, height)
+        return self.detector.detect_stream(frame.image, frame.index, tracked, zoom, tracking.rejected, moving)
 
     def _maybe_classify(self, state: _TrackSamples, image: np.ndarray, keypoints: np.ndarray, box: np.ndarray) -> None:
         state.since_sample += 1

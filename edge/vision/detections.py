@@ -11,6 +11,7 @@ RIGHT_EYE, LEFT_EYE, NOSE_TIP, MOUTH, RIGHT_EAR, LEFT_EAR = range(6)
 NUM_KEYPOINTS = 6
 # The keypoint order of a mirrored face: right and left swap.
 MIRRORED_KEYPOINTS = [LEFT_EYE, RIGHT_EYE, NOSE_TIP, MOUTH, LEFT_EAR, RIGHT_EAR]
+Window = tuple[int, int, int, int]  # a part of a frame: x, y, width, height in pixels
 
 
 @dataclass(frozen=True)
