@@ -79,8 +79,7 @@ def main(argv: list[str] | None = None) -> None:
             if box[2] - box[0] >= 60:
                 for fraction in FRACTIONS:
                     cases.append(("fddb", fraction, *fddb_frame(image, box, fraction)))
-    config = VisionConfig()
-    detector = FaceDetector(config.detector, config.score, min_face_px=config.min_face)
+    detector = FaceDetector.configured(VisionConfig())
     print(f"{len(cases)} close-up frames ({WIDTH}x{HEIGHT}), detector as configured by default")
     for mode in ("still", "video"):
         found: dict[tuple[str, float], list[bool]] = {}

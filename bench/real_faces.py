@@ -15,6 +15,7 @@ import argparse
 import json
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -68,7 +69,10 @@ def main(argv: list[str] | None = None) -> None:
     rows = [json.loads(line) for line in (args.data / "boxes.jsonl").read_text().splitlines() if line.strip()]
     if args.source != "all":
         rows = [r for r in rows if r["source"] == args.source]
-    detector = FaceDetector(args.detector, score_threshold=args.score, min_face_px=args.min_face, verify=args.verify)
+    config = replace(
+        VisionConfig(), detector=args.detector, score=args.score, min_face=args.min_face, verify=args.verify
+    )
+    detector = FaceDetector.configured(config)
     per_source: dict[str, dict] = defaultdict(
         lambda: {"images": 0, "true": 0, "false": 0, "recalls": [], "seconds": 0.0}
     )

@@ -62,10 +62,11 @@ def test_urls_and_devices_reach_the_source_as_given():
 
 
 class MjpegCamera:
-    """A network camera on a free port: an HTTP MJPEG stream of `frames` frames behind Basic
-    authentication, as many IP cameras serve. Records each request's path and Authorization header."""
+    """A network camera on a free port: a live HTTP MJPEG stream at `fps` behind Basic
+    authentication, as many IP cameras serve, until the client leaves. Records each request's
+    path and Authorization header."""
 
-    def __init__(self, frames: int) -> None:
+    def __init__(self, fps: float = 50.0) -> None:
         jpeg = cv2.imencode(".jpg", np.full((120, 160, 3), 128, np.uint8))[1].tobytes()
         part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n" % (len(jpeg), jpeg)
         self.requests: list[tuple[str, str | None]] = []
@@ -84,9 +85,12 @@ class MjpegCamera:
                 self.send_response(200)
                 self.send_header("Content-Type", "multipart/x-mixed-replace;boundary=frame")
                 self.end_headers()
-                # The client may leave once it has what it wanted.
+                # The client leaves once it has what it wanted.
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self.wfile.write(part * frames)
+                    while True:
+                        self.wfile.write(part)
+                        self.wfile.flush()
+                        time.sleep(1 / fps)  # the camera's frame period
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -106,7 +110,7 @@ class MjpegCamera:
 
 @pytest.fixture
 def http_camera() -> Iterator[MjpegCamera]:
-    with MjpegCamera(frames=40) as camera:
+    with MjpegCamera() as camera:
         yield camera
 
 
@@ -122,6 +126,22 @@ def test_a_stream_url_reaches_opencv_intact(http_camera):
     path, authorization = http_camera.requests[-1]
     assert path == "/cam/1/video.mjpg?resolution=vga&fps=5"
     assert authorization == "Basic " + base64.b64encode(b"viewer:pa:ss").decode()
+
+
+def test_a_slow_reader_gets_the_newest_frame_and_the_rest_are_dropped(http_camera):
+    source = VideoSource(f"http://viewer:pw@127.0.0.1:{http_camera.port}/video.mjpg")
+    try:
+        frames = iter(source)
+        first = next(frames)
+        # Busy elsewhere while the camera sends five more frames.
+        deadline = time.monotonic() + 30
+        while source.reader.read < 6 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        second = next(frames)
+    finally:
+        source.close()
+    assert (first.index, second.index) == (0, 1)  # indexes count the frames analysed
+    assert source.reader.dropped >= 4 and second.timestamp >= first.timestamp
 
 
 def test_analyze_tracks_a_stream_like_a_video(http_camera, capsys):

@@ -240,14 +240,7 @@ class Analyzer:
     def __init__(self, config: VisionConfig | None = None) -> None:
         self.config = config or VisionConfig()
         c = self.config
-        self.detector = FaceDetector(
-            c.detector,
-            score_threshold=c.score,
-            num_threads=c.threads,
-            min_face_px=c.min_face,
-            tiles=c.tiles,
-            verify=c.verify,
-        )
+        self.detector = FaceDetector.configured(c)
         self.classifier = AgeGenderModel(num_threads=c.threads, flip=c.flip)
         self.zones = c.zones()
         self.times = StageTimes()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from edge.vision.config import VisionConfig
 from edge.vision.detections import MIRRORED_KEYPOINTS, NUM_KEYPOINTS, Detections, Window, containment, iou_matrix
 from edge.vision.model_files import model_path
 from edge.vision.runtime import TFLiteModel
@@ -250,6 +251,18 @@ class FaceDetector:
         self.min_face_px = min_face_px
         self.tiles = tiles
         self._pyramids: dict[tuple[int, int], list[Window]] = {}
+
+    @classmethod
+    def configured(cls, c: VisionConfig) -> FaceDetector:
+        """The detector as `[vision]` settings (the pipeline's and `aicctv analyze`'s) make it."""
+        return cls(
+            c.detector,
+            score_threshold=c.score,
+            num_threads=c.threads,
+            min_face_px=c.min_face,
+            tiles=c.tiles,
+            verify=c.verify,
+        )
 
     def windows(self, width: int, height: int) -> list[Window]:
         """The window pyramid for this frame size (empty when tiling is off)."""

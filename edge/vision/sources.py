@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -174,11 +175,58 @@ def _check_reachable(spec: str, timeout_s: float) -> None:
     raise SourceError(f"cannot open stream {redact(spec)}: {reason}")
 
 
+class Newest:
+    """Reads a live capture on its own thread and keeps only the newest frame.
+
+    A pipeline slower than its camera (a busy scene on a Pi) then analyses the latest picture
+    rather than falling ever further behind: an RTSP client buffers without bound and a V4L2
+    driver hands out frames several periods old. The frames it had no time for are `dropped`."""
+
+    def __init__(self, read: Callable[[], tuple[bool, np.ndarray | None]]) -> None:
+        self._read = read
+        self._ready = threading.Condition()
+        self._frame: tuple[np.ndarray, float] | None = None
+        self._ended = self._stopping = False
+        self.read = self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="frame-reader", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            ok, image = self._read()
+            stamp = time.time()
+            with self._ready:
+                if not ok or image is None:
+                    break
+                self.read += 1
+                self.dropped += self._frame is not None
+                self._frame = (image, stamp)
+                self._ready.notify_all()
+        with self._ready:
+            self._ended = True
+            self._ready.notify_all()
+
+    def next(self) -> tuple[np.ndarray, float] | None:
+        """The newest frame not yet taken and its capture time; None once the capture has ended."""
+        with self._ready:
+            self._ready.wait_for(lambda: self._frame is not None or self._ended)
+            frame, self._frame = self._frame, None
+            return frame
+
+    def stop(self, timeout_s: float) -> bool:
+        """Ask the reader to stop after its current read; whether it did within `timeout_s`."""
+        self._stopping = True
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+
 class VideoSource:
     """OpenCV capture for files, URLs, V4L2 devices and GStreamer pipelines.
 
     Timestamps: for files, `start + index / fps` (video time, or a replay clock when `start` is a
-    Unix time); for live sources, the wall clock at capture."""
+    Unix time); for live sources, the wall clock at capture. A live source is read on its own
+    thread (`Newest`): when frames come faster than they are analysed, the newest is analysed and
+    the rest are dropped; indexes count the frames analysed."""
 
     def __init__(
         self, spec: str, start: float = 0.0, camera: Camera = AS_IS, timeout_s: float = OPEN_TIMEOUT_S
@@ -186,6 +234,7 @@ class VideoSource:
         self.spec = spec
         self.kind = source_kind(spec)
         self.live = self.kind is not Kind.FILE
+        self.reader: Newest | None = None
         self.capture = self._open(camera, timeout_s)
         if not self.capture.isOpened():
             raise SourceError(self._failure(timeout_s))
@@ -248,16 +297,35 @@ class VideoSource:
             )
 
     def __iter__(self) -> Iterator[Frame]:
+        if self.live:
+            yield from self._newest()
+            return
         index = 0
         while True:
             ok, image = self.capture.read()
             if not ok or image is None:
                 return
-            timestamp = time.time() if self.live else self.start + index / (self.fps or 25.0)
+            timestamp = self.start + index / (self.fps or 25.0)
+            yield Frame(orient(image, self.camera.rotate, self.camera.flip, self.size), timestamp, index)
+            index += 1
+
+    def _newest(self) -> Iterator[Frame]:
+        self.reader = reader = Newest(self.capture.read)
+        index, told = 0, False
+        while (got := reader.next()) is not None:
+            image, timestamp = got
+            if reader.dropped and not told:
+                told = True
+                log.info("%s: frames come faster than they are analysed; the newest is analysed", redact(self.spec))
             yield Frame(orient(image, self.camera.rotate, self.camera.flip, self.size), timestamp, index)
             index += 1
 
     def close(self) -> None:
+        # Releasing a capture that another thread is reading from can crash OpenCV: stop the
+        # reader first (a read is bounded by the stream timeout or one frame period).
+        if self.reader is not None and not self.reader.stop(OPEN_TIMEOUT_S + 1):
+            log.warning("%s: the frame reader did not stop; leaving the capture open", redact(self.spec))
+            return
         self.capture.release()
 
 
