@@ -7,7 +7,7 @@ import numpy as np
 from conftest import background, place
 
 from edge import Analyzer, VisionConfig
-from edge.vision.detect import STILL_PASS_EVERY, FaceDetector
+from edge.vision.detect import STILL_PASS_EVERY, pyramid_window, pyramid_windows
 from edge.vision.motion import MotionGate
 from edge.vision.sources import Frame
 
@@ -73,18 +73,15 @@ def test_new_motion_is_motion_not_explained_by_the_people_already_followed():
     assert gate.new_motion(np.array([[400, 100, 460, 160]], np.float32), 640, 480)(right)
 
 
-def test_the_pyramid_skips_still_windows_except_on_a_still_pass():
-    detector = FaceDetector("full")
-    image = background(640, 480, seed=4)
-    pyramid = detector.windows(640, 480)
-    seen: list = []
-
-    def moving(window):
-        seen.append(window)
-        return False
-
-    none = np.zeros((0, 4), np.float32)
-    for index in range(len(pyramid) * STILL_PASS_EVERY):
-        detector.detect_stream(image, index, none, np.zeros(0, bool), [], moving)
-    # Asked about every window of every pass except the still one, which visits all unasked.
-    assert len(seen) == len(pyramid) * (STILL_PASS_EVERY - 1)
+def test_the_pyramid_searches_where_something_new_moved_and_everywhere_on_a_still_pass():
+    pyramid = pyramid_windows(640, 480, 40, 1 / 6)
+    rotation = [pyramid_window(pyramid, index, None) for index in range(len(pyramid))]
+    assert rotation == pyramid
+    still_pass = [pyramid_window(pyramid, index, lambda w: False) for index in range(len(pyramid))]
+    assert still_pass == pyramid  # pass 0 is a still pass
+    later = range(len(pyramid), len(pyramid) * STILL_PASS_EVERY)
+    assert all(pyramid_window(pyramid, index, lambda w: False) is None for index in later)
+    # Motion in the right half only: every window searched lies there, and each of them in turn.
+    right = [pyramid_window(pyramid, index, lambda w: w[0] >= 320) for index in later]
+    assert {w[0] >= 320 for w in right} == {True}
+    assert set(right) == {w for w in pyramid if w[0] >= 320}

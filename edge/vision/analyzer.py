@@ -33,6 +33,9 @@ from edge.vision.track import MultiTracker, Track, Tracker, appearances
 from edge.vision.zones import Path, centre
 from edge.wire.contract import age_band, gender_of
 
+# A pipeline analysing fewer frames a second than this interval allows is slow (a busy scene on
+# a Pi, the live source dropping frames).
+SLOW_FRAME_S = 0.1
 STAGES = ("decode", "motion", "detect", "align", "classify", "track")
 
 
@@ -297,11 +300,12 @@ class Analyzer:
                 moved = tracking.gate is None or tracking.gate.moved(frame.image)
             # Someone being followed needs every frame; a thing that never moves does not.
             people = any(still.countable(t.id) for t in tracker.tracks)
-            if moved or people or frame.timestamp - tracking.last_detected >= self.config.sweep_s:
+            since = frame.timestamp - tracking.last_detected
+            if moved or people or since >= self.config.sweep_s:
                 tracking.last_detected = frame.timestamp
                 self.times.detected += 1
                 with self.times.stage("detect"):
-                    found = self._detect(frame, tracking)
+                    found = self._detect(frame, tracking, slow=since > SLOW_FRAME_S)
             else:
                 found = Detections.empty()
             with self.times.stage("track"):
@@ -322,7 +326,7 @@ class Analyzer:
         leftover = self._visitors(tracker.finish(), tracking)
         yield FrameResult(None, Detections.empty(), np.zeros(0, np.int64), 0, leftover)
 
-    def _detect(self, frame: Frame, tracking: Tracking) -> Detections:
+    def _detect(self, frame: Frame, tracking: Tracking, slow: bool) -> Detections:
         tracks = tracking.tracker.tracks
         tracked = np.array([t.box for t in tracks], np.float32).reshape(-1, 4)
         # A confirmed track rides out a missed frame on its prediction, so its zoom window (if it
@@ -333,7 +337,10 @@ class Analyzer:
         if tracking.gate is not None:
             height, width = frame.image.shape[:2]
             moving = tracking.gate.new_motion(tracked, width, height)
-        return self.detector.detect_stream(frame.image, frame.index, tracked, zoom, tracking.rejected, moving)
+        # Newcomers are looked for every other frame; every frame when frames come slowly (a busy
+        # scene on a slow board), where waiting a frame lets a passer-by through (bench/counting.py).
+        stride = 1 if slow else 2
+        return self.detector.detect_stream(frame.image, frame.index, tracked, zoom, tracking.rejected, moving, stride)
 
     def _maybe_classify(self, state: _TrackSamples, image: np.ndarray, keypoints: np.ndarray, box: np.ndarray) -> None:
         state.since_sample += 1

@@ -149,6 +149,26 @@ def pyramid_windows(width: int, height: int, min_face_px: float, reliable_fracti
     return windows
 
 
+def pyramid_window(
+    pyramid: list[Window], index: int, moving: Callable[[Window], bool] | None, stride: int = 1
+) -> Window | None:
+    """The window of the pyramid that video frame `index` searches for new faces. In turn; or,
+    given `moving` (whether a window holds motion that no followed face explains), in turn among
+    the windows where someone new may be, none if there are none, except on every
+    `STILL_PASS_EVERY`-th pass, which visits them all so a face that came in and stopped is found;
+    and then only every `stride`-th frame. Looking where the motion is finds a newcomer within a
+    frame or two, which matters most on a board that analyses only a few frames a second
+    (bench/counting.py --every)."""
+    if not pyramid:
+        return None
+    if moving is None or (index // len(pyramid)) % STILL_PASS_EVERY == 0:
+        return pyramid[index % len(pyramid)]
+    if index % stride:
+        return None
+    news = [window for window in pyramid if moving(window)]
+    return news[index // stride % len(news)] if news else None
+
+
 def drop_cut_faces(found: Detections, window: Window, width: int, height: int, margin: float = 2.0) -> Detections:
     """Drop detections touching a window edge that lies inside the frame: such a face is cut, and
     the overlap guarantees a neighbouring window holds it whole."""
@@ -318,7 +338,10 @@ class FaceDetector:
         for i in np.flatnonzero(~keep):
             if len(rejected) and iou_matrix(merged.boxes[i : i + 1], rejected).max() >= 0.5:
                 continue
-            keep[i] = self._looks_like_a_face(image, merged.boxes[i], merged.scores[i], mirrors=stream is None)
+            box = merged.boxes[i]
+            # Video: mirrored looks for close-ups only, which are rare, so they cost little.
+            mirrors = stream is None or box[2] - box[0] >= CLOSE_UP * max(h, w)
+            keep[i] = self._looks_like_a_face(image, box, merged.scores[i], mirrors)
             if not keep[i] and stream is not None:
                 memory.append((merged.boxes[i].tolist(), index + REMEMBER_REJECTED))
         return merged[keep].largest_first()
@@ -328,8 +351,9 @@ class FaceDetector:
         box's width and the full-range model's on one three times it must average
         `verify_threshold`; a texture rarely survives both crops. With `mirrors` (stills) each
         crop's score is the better of it and its mirror image: a face turned one way is often
-        scored higher mirrored, and a still has no next frame to show it better. (In video the
-        mirrors cost ~10 % of the frame rate for little: a face turns or comes closer.)"""
+        scored higher mirrored, and a still has no next frame to show it better. (In video they
+        would cost ~10 % of the frame rate for little: a face turns or comes closer; close-ups
+        get them, bench/closeups.py.)"""
         full, short = (self.model, self.other) if self.near is not None else (self.other, self.model)
         need = 3 * self.verify_threshold
         looks = [(short, 2.0, False), (full, 3.0, False)]
@@ -370,18 +394,20 @@ class FaceDetector:
         zoom: np.ndarray,
         rejected: list[tuple[list[float], int]] | None = None,
         moving: Callable[[Window], bool] | None = None,
+        search_stride: int = 1,
     ) -> Detections:
         """Faces in frame `index` of a video, given the boxes (N, 4) of faces being tracked and
         whether each may get a zoom window this frame. `rejected`: the stream's candidates that
         failed their second look lately, (box, until frame index), kept up to date here.
-        `moving(window)`: whether something moved in a window lately (None: assume so).
+        `moving(window)` and `search_stride`: where something new moved, and how often to look
+        there (`pyramid_window`).
 
         Besides the whole frame: one window of the pyramid in turn, so new small faces are found
         within one cycle (14 frames at 640x480); a zoom window around each tracked face that the
         whole-frame pass missed and is too small for it, so small faces stay tracked; and the
         close-up pass on schedule. (Visiting the pyramid only every other frame saves 15 % but
         swapped more identities on generated clips, bench/counting.py.) With `moving`, the pyramid's
-        window is skipped where nothing moved, except on every `STILL_PASS_EVERY`-th pass."""
+        window goes where something new moved (`pyramid_window`)."""
         h, w = image.shape[:2]
         whole = self.model(image)
         found = [whole]
@@ -392,11 +418,8 @@ class FaceDetector:
             for near in self._near(image):
                 found.append(near[iou_matrix(near.boxes, whole.boxes).max(axis=1) < 0.3] if len(whole) else near)
         pyramid = self.windows(w, h)
-        windows = []
-        if pyramid:
-            window = pyramid[index % len(pyramid)]
-            if moving is None or (index // len(pyramid)) % STILL_PASS_EVERY == 0 or moving(window):
-                windows.append(window)
+        window = pyramid_window(pyramid, index, moving, search_stride)
+        windows = [] if window is None else [window]
         if len(tracked):
             seen = iou_matrix(tracked, whole.boxes).max(axis=1) if len(whole) else np.zeros(len(tracked))
             for box in tracked[(seen < 0.3) & zoom]:
