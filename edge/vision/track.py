@@ -33,6 +33,7 @@ PARTIAL_VIEW = 0.7
 # How far (in face widths, widening by one width per second unseen) a newly confirmed track may be
 # from a lost one to continue it.
 REVIVE_GATE = 0.75
+TENTATIVE_GRACE_S = 0.3
 
 
 def appearance(image: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -298,9 +299,11 @@ class Tracker:
         for i, track in enumerate(self.tracks):
             if track in absorbed:
                 continue
-            # A tentative track that misses a frame was most likely a false detection.
+            # A tentative track unseen for a moment was most likely a false detection. (A moment,
+            # not a frame: a board analysing four frames a second must not lose a newcomer to one
+            # missed frame, bench/counting.py --every.)
             lost = now - track.last_seen > self.forget_after_s or (
-                not track.confirmed and i in missed and track.hits < self.min_hits
+                not track.confirmed and i in missed and now - track.last_seen > TENTATIVE_GRACE_S
             )
             if not lost:
                 kept.append(track)
