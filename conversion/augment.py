@@ -8,10 +8,10 @@ import numpy as np
 from conversion.corrupt import low_light, motion_blur, sunglasses, surgical_mask, turned_head
 from edge.vision.align import align_face
 
-# What detector crops of real faces show and UTKFace's studio-like photos rarely do (issue 11):
-# each share of crops gets that corruption, drawn independently. Shares are kept small so the clean
-# faces, which are most of what a camera sees, still dominate training (conversion/robustness.py
-# measures the model under each).
+# `robust`: what detector crops of real faces show and UTKFace's studio-like photos rarely do; each
+# share of crops gets that corruption, drawn independently. Shares are kept small so the clean
+# faces still dominate training. It helps a lot under those corruptions but cost 0.2 points of clean
+# gender accuracy (run 5 in the model card), so the shipped model is trained without it.
 TURNED = 0.15  # a cylinder-warped head turn of 10-45 degrees
 MASKED = 0.10
 SUNGLASSES = 0.06
@@ -20,7 +20,7 @@ MOTION = 0.08
 
 
 def augmented_crop(
-    image: np.ndarray, keypoints: np.ndarray, size: int, rng: np.random.Generator, robust: bool = True
+    image: np.ndarray, keypoints: np.ndarray, size: int, rng: np.random.Generator, robust: bool = False
 ) -> np.ndarray:
     """One aligned crop with geometric jitter, flip, colour, blur, CCTV-like low resolution and JPEG;
     `robust` adds turned heads, masks, sunglasses, low light and motion blur."""

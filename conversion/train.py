@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ema", action="store_true", help="keep an exponential moving average of the weights")
     parser.add_argument("--init", type=Path, help="start from this model.keras's weights (a warm restart)")
     parser.add_argument(
-        "--plain-augment",
+        "--robust",
         action="store_true",
-        help="without the turned-head, mask, sunglasses, low-light and motion-blur augmentation (release 0.1)",
+        help="also augment with turned heads, masks, sunglasses, low light and motion blur (run 5 in the model card)",
     )
     args = parser.parse_args(argv)
 
@@ -92,8 +92,9 @@ def main(argv: list[str] | None = None) -> None:
         def __getitem__(self, i: int):
             rng = np.random.default_rng([args.seed, self.epoch, i])
             batch = self.order[i * args.batch : (i + 1) * args.batch]
-            robust = not args.plain_augment
-            x = np.stack([augmented_crop(data.images[j], data.keypoints[j], args.size, rng, robust) for j in batch])
+            x = np.stack(
+                [augmented_crop(data.images[j], data.keypoints[j], args.size, rng, args.robust) for j in batch]
+            )
             x = x.astype(np.float32)
             y = targets(data, batch)
             if teacher is not None:
