@@ -135,7 +135,7 @@ def test_a_slow_reader_gets_the_newest_frame_and_the_rest_are_dropped(http_camer
         first = next(frames)
         # Busy elsewhere while the camera sends five more frames.
         deadline = time.monotonic() + 30
-        while source.reader.read < 6 and time.monotonic() < deadline:
+        while source.reader.frames_read < 6 and time.monotonic() < deadline:
             time.sleep(0.01)
         second = next(frames)
     finally:

@@ -331,7 +331,7 @@ class Analyzer:
         tracked = np.array([t.box for t in tracks], np.float32).reshape(-1, 4)
         # A confirmed track rides out a missed frame on its prediction, so its zoom window (if it
         # needs one) runs every other frame, staggered across tracks; a tentative track is dropped
-        # at its first miss, so it is zoomed every frame.
+        # when unseen for a moment, so it is zoomed every frame.
         zoom = np.array([not t.confirmed or (frame.index + t.id) % 2 == 0 for t in tracks], bool)
         moving = None
         if tracking.gate is not None:

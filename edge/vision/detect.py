@@ -56,9 +56,9 @@ VERIFY_FLOOR = 0.05
 VERIFY_IOU = 0.4
 # Video: a candidate that failed its second look is not looked at again for this many frames.
 REMEMBER_REJECTED = 12
-# Video with motion gating: one pass over the window pyramid in this many visits every window,
-# moving or not (the others skip windows where nothing moved), so a face that came in and stopped
-# is still found.
+# Video with motion gating: one pass over the window pyramid in this many visits every window in
+# turn, moving or not (the others go where something new moved), so a face that came in and
+# stopped is still found.
 STILL_PASS_EVERY = 4
 
 
@@ -402,12 +402,12 @@ class FaceDetector:
         `moving(window)` and `search_stride`: where something new moved, and how often to look
         there (`pyramid_window`).
 
-        Besides the whole frame: one window of the pyramid in turn, so new small faces are found
-        within one cycle (14 frames at 640x480); a zoom window around each tracked face that the
-        whole-frame pass missed and is too small for it, so small faces stay tracked; and the
-        close-up pass on schedule. (Visiting the pyramid only every other frame saves 15 % but
-        swapped more identities on generated clips, bench/counting.py.) With `moving`, the pyramid's
-        window goes where something new moved (`pyramid_window`)."""
+        Besides the whole frame: at most one window of the pyramid (`pyramid_window`), so new
+        small faces are found; a zoom window around each tracked face that the whole-frame pass
+        missed and is too small for it, so small faces stay tracked; and the close-up pass on
+        schedule. (Visiting the pyramid in plain turns only every other frame saved 15 % but
+        swapped more identities on generated clips, bench/counting.py; looking where something
+        new moved lets it skip frames.)"""
         h, w = image.shape[:2]
         whole = self.model(image)
         found = [whole]

@@ -187,24 +187,27 @@ class Newest:
         self._ready = threading.Condition()
         self._frame: tuple[np.ndarray, float] | None = None
         self._ended = self._stopping = False
-        self.read = self.dropped = 0
+        self.frames_read = self.dropped = 0
         self._thread = threading.Thread(target=self._run, name="frame-reader", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stopping:
-            ok, image = self._read()
-            stamp = time.time()
-            with self._ready:
+        try:
+            while not self._stopping:
+                ok, image = self._read()
+                stamp = time.time()
                 if not ok or image is None:
-                    break
-                self.read += 1
-                self.dropped += self._frame is not None
-                self._frame = (image, stamp)
+                    return
+                with self._ready:
+                    self.frames_read += 1
+                    self.dropped += self._frame is not None
+                    self._frame = (image, stamp)
+                    self._ready.notify_all()
+        finally:
+            # However the capture ends (even by an exception), the pipeline waiting on it must learn so.
+            with self._ready:
+                self._ended = True
                 self._ready.notify_all()
-        with self._ready:
-            self._ended = True
-            self._ready.notify_all()
 
     def next(self) -> tuple[np.ndarray, float] | None:
         """The newest frame not yet taken and its capture time; None once the capture has ended."""

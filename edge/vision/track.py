@@ -33,6 +33,7 @@ PARTIAL_VIEW = 0.7
 # How far (in face widths, widening by one width per second unseen) a newly confirmed track may be
 # from a lost one to continue it.
 REVIVE_GATE = 0.75
+# A tentative track unseen for longer than this is dropped (see `Tracker._retire`).
 TENTATIVE_GRACE_S = 0.3
 
 
