@@ -34,11 +34,13 @@ class NotifySocket:
     def _read(self) -> None:
         while not self._stop.is_set():
             try:
-                data = self.sock.recv(4096)
+                self._record(self.sock.recv(4096))
             except TimeoutError:
                 continue
-            for line in data.decode().splitlines():
-                self.messages.append((time.monotonic(), line))
+
+    def _record(self, data: bytes) -> None:
+        for line in data.decode().splitlines():
+            self.messages.append((time.monotonic(), line))
 
     def times(self, message: str) -> list[float]:
         return [t for t, m in self.messages if m == message]
@@ -46,6 +48,13 @@ class NotifySocket:
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
+        # What arrived after the reader's last look is still queued on the socket: keep it too.
+        self.sock.setblocking(False)
+        while True:
+            try:
+                self._record(self.sock.recv(4096))
+            except BlockingIOError:
+                break
         self.sock.close()
 
 

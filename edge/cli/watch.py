@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import queue
+import signal
 import sys
 import threading
 import time
@@ -160,8 +161,13 @@ def watch(broker: BrokerURL, prefix: str, duration_s: float | None, out: TextIO)
     next_draw = 0.0
     if tty:
         out.write(HIDE_CURSOR + "\x1b[2J")
+    # Ctrl-C sets a flag rather than raising KeyboardInterrupt, which could land inside the
+    # message queue's lock and leave the MQTT thread, and so the exit, waiting on it for ever.
+    stop = threading.Event()
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set()) if on_main_thread else None
     try:
-        while deadline is None or time.monotonic() < deadline:
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             now = time.monotonic()
             wait = REFRESH_S if deadline is None else min(REFRESH_S, deadline - now)
             for topic, payload in _take(messages, min(wait, next_draw - now) if tty else wait):
@@ -177,9 +183,9 @@ def watch(broker: BrokerURL, prefix: str, duration_s: float | None, out: TextIO)
                 out.write(HOME + "".join(line + CLEAR_LINE + "\n" for line in screen) + CLEAR_DOWN)
                 out.flush()
                 next_draw = time.monotonic() + REFRESH_S
-    except KeyboardInterrupt:
-        pass  # Ctrl-C is how one leaves a watcher: a normal end, not an error
     finally:
+        if on_main_thread:
+            signal.signal(signal.SIGINT, previous)
         connection.stop()
         if tty:
             out.write(SHOW_CURSOR)
