@@ -2,7 +2,7 @@
 face-size band, on ../shared/datasets/faces-in-the-wild (the protocol in its README).
 
     python -m bench.real_faces [--data ../shared/datasets/faces-in-the-wild] [--source fddb]
-                               [--detector full] [--score S] [--min-face 40] [--list-false]
+                               [--detector full] [--score S] [--min-face 40] [--held-out] [--list-false]
 
 A labelled face counts for recall when it is at least 40 px wide; a detection is a true positive
 when it overlaps any labelled face (of any size) at IoU >= 0.3, otherwise a false positive. The
@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from conversion.faceness import held_out
 from edge.vision.config import VisionConfig
 from edge.vision.detect import FaceDetector
 from edge.vision.detections import iou_matrix
@@ -64,11 +65,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--score", type=float, default=None)
     parser.add_argument("--min-face", type=int, default=VisionConfig.min_face)
     parser.add_argument("--verify", type=float, default=VisionConfig.verify, help="0: no second look")
+    parser.add_argument(
+        "--held-out",
+        action="store_true",
+        help="mask rows: only the fifth of the photos the face-or-not classifier never trained on",
+    )
     parser.add_argument("--list-false", action="store_true", help="print each false positive (file, box, score)")
     args = parser.parse_args(argv)
     rows = [json.loads(line) for line in (args.data / "boxes.jsonl").read_text().splitlines() if line.strip()]
     if args.source != "all":
         rows = [r for r in rows if r["source"] == args.source]
+    if args.held_out:
+        mask = [r for r in rows if r["source"] == "facemask_kaggle"]
+        rows = [r for r in rows if r["source"] != "facemask_kaggle"] + [r for n, r in enumerate(mask) if held_out(n)]
     config = replace(
         VisionConfig(), detector=args.detector, score=args.score, min_face=args.min_face, verify=args.verify
     )

@@ -38,13 +38,13 @@ class VisionConfig:
         "with verify on, which checks each candidate again; the detector's own 0.5 with verify off)",
     )
     verify: float = setting(
-        0.58,
+        0.52,
         ge=0.0,
         le=1.0,
         flag="--verify",
         metavar="V",
-        help="second look at each new face: the mean of its score and two re-centred crops' scores must "
-        "reach this; higher: fewer false faces, more missed (0: off)",
+        help="second look at each new face: the mean of its score, two re-centred crops' scores and our "
+        "face-or-not classifier's p(face) must reach this; higher: fewer false faces, more missed (0: off)",
     )
     min_face: int = setting(
         40,

@@ -15,6 +15,7 @@ import numpy as np
 
 from edge.vision.config import VisionConfig
 from edge.vision.detections import MIRRORED_KEYPOINTS, NUM_KEYPOINTS, Detections, Window, containment, iou_matrix
+from edge.vision.faceness import Faceness
 from edge.vision.model_files import model_path
 from edge.vision.runtime import TFLiteModel
 
@@ -267,6 +268,7 @@ class FaceDetector:
         self.other = BlazeFace(other, score_threshold, num_threads)
         self.near = self.other if model == "full" else None
         self.verify_threshold = verify
+        self.faceness = Faceness(num_threads) if verify > 0 else None
         self.nms_threshold = nms_threshold
         self.min_face_px = min_face_px
         self.tiles = tiles
@@ -347,15 +349,18 @@ class FaceDetector:
         return merged[keep].largest_first()
 
     def _looks_like_a_face(self, image: np.ndarray, box: np.ndarray, score: float, mirrors: bool) -> bool:
-        """The second look: `score` plus the short-range model's best score on a crop twice the
-        box's width and the full-range model's on one three times it must average
-        `verify_threshold`; a texture rarely survives both crops. With `mirrors` (stills) each
-        crop's score is the better of it and its mirror image: a face turned one way is often
-        scored higher mirrored, and a still has no next frame to show it better. (In video they
-        would cost ~10 % of the frame rate for little: a face turns or comes closer; close-ups
-        get them, bench/closeups.py.)"""
+        """The second look: `score`, our face-or-not classifier's p(face) for the box
+        (`Faceness`), the short-range model's best score on a crop twice the box's width and the
+        full-range model's on one three times it must average `verify_threshold`. A texture one
+        window reads as a face rarely survives the crops, and hands, letters and buttons that do
+        are what the classifier was trained to reject (bench/real_faces.py). With `mirrors`
+        (stills) each crop's score is the better of it and its mirror image: a face turned one way
+        is often scored higher mirrored, and a still has no next frame to show it better. (In
+        video they would cost ~10 % of the frame rate for little: a face turns or comes closer;
+        close-ups get them, bench/closeups.py.)"""
         full, short = (self.model, self.other) if self.near is not None else (self.other, self.model)
-        need = 3 * self.verify_threshold
+        need = 4 * self.verify_threshold
+        known = score + self.faceness(image, box)
         looks = [(short, 2.0, False), (full, 3.0, False)]
         if mirrors:
             looks[1:1] = [(short, 2.0, True)]
@@ -364,10 +369,10 @@ class FaceDetector:
         # Cheapest first, stopping as soon as the verdict is settled whatever the rest score (0..1).
         for n, (model, factor, mirror) in enumerate(looks):
             best[factor] = max(best[factor], crop_score(model, image, box, factor, mirror))
-            if score + sum(best.values()) >= need:
+            if known + sum(best.values()) >= need:
                 return True
             pending = {f for _, f, _ in looks[n + 1 :]}
-            if score + sum(1.0 if f in pending else value for f, value in best.items()) < need:
+            if known + sum(1.0 if f in pending else value for f, value in best.items()) < need:
                 return False
         return False
 

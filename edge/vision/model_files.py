@@ -13,6 +13,8 @@ DETECTOR_FILES = {
     "face_detection_short_range.tflite": "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
 }
 AGE_GENDER_MODEL = "age_gender_int8.tflite"
+# Our face-or-not classifier, the second look's last check (edge/vision/faceness.py).
+FACENESS_MODEL = "faceness.tflite"
 
 
 def models_dir() -> Path:

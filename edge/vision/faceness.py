@@ -1,0 +1,65 @@
+"""Face or not: our own small classifier, the last part of a candidate face's second look.
+
+BlazeFace scores a candidate by how face-like its texture is at one framing; on real photos hands,
+letters, jacket buttons and helmets reach the same scores as turned, blurred or small real faces
+(bench/real_faces.py), and re-scoring the candidate in other crops cannot tell them apart. A
+classifier trained for exactly that question can: positives are real faces as the detector frames
+them, negatives the detector's own false candidates on real photos and parts of faces
+(`python -m conversion.faceness`, models/tflite/FACENESS_CARD.md).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from edge.vision.model_files import FACENESS_MODEL, model_path
+from edge.vision.runtime import TFLiteModel
+
+# The crop the classifier sees: the box's longer side times this, centred on the box. Little
+# margin: UTKFace's training faces fill their images, so more would show only padding there.
+CROP_MARGIN = 1.05
+CROP_SIZE = 40
+
+
+def face_crop(image: np.ndarray, box: np.ndarray, size: int = CROP_SIZE, margin: float = CROP_MARGIN) -> np.ndarray:
+    """The square `size`×`size` BGR crop centred on `box` (x1, y1, x2, y2), its side `margin` times
+    the box's longer side; the frame's edge pixels repeated beyond it. Shrinks by area averaging, as the training
+    crops were made."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    side = max(x2 - x1, y2 - y1, 1.0) * margin
+    left, top = (x1 + x2 - side) / 2, (y1 + y2 - side) / 2
+    h, w = image.shape[:2]
+    # Integer source region inside the frame, then one affine map that also places the padding.
+    sx, sy = max(int(np.floor(left)), 0), max(int(np.floor(top)), 0)
+    ex, ey = min(int(np.ceil(left + side)), w), min(int(np.ceil(top + side)), h)
+    if ex <= sx or ey <= sy:
+        return np.zeros((size, size, 3), image.dtype)
+    region = image[sy:ey, sx:ex]
+    scale = size / side
+    if scale < 0.5:
+        # Bilinear warping alone aliases when shrinking a lot: area-average to about 2x first.
+        rw, rh = max(1, round(region.shape[1] * 2 * scale)), max(1, round(region.shape[0] * 2 * scale))
+        fx, fy = rw / region.shape[1], rh / region.shape[0]
+        region = cv2.resize(region, (rw, rh), interpolation=cv2.INTER_AREA)
+    else:
+        fx = fy = 1.0
+    matrix = np.array(
+        [[scale / fx, 0, (sx - left) * scale], [0, scale / fy, (sy - top) * scale]],
+        np.float64,
+    )
+    return cv2.warpAffine(region, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+class Faceness:
+    """p(face) for candidate boxes in a frame (the shipped float TFLite model, ~20k parameters)."""
+
+    def __init__(self, num_threads: int = 1) -> None:
+        self.net = TFLiteModel(model_path(FACENESS_MODEL), num_threads=num_threads)
+        self.size = self.net.input_shape[1]
+
+    def __call__(self, image: np.ndarray, box: np.ndarray, mirror: bool = False) -> float:
+        crop = face_crop(image, box, self.size)
+        if mirror:
+            crop = crop[:, ::-1]
+        return float(self.net(self.net.quantize_input(crop[None].astype(np.float32)))[0].reshape(-1)[0])
