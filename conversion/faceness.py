@@ -1,6 +1,6 @@
 """Train the face-or-not classifier (edge/vision/faceness.py) and export it as TFLite.
 
-    python -m conversion.faceness [--utkface-faces 7000] [--epochs 24] [--out models/tflite/faceness.tflite]
+    python -m conversion.faceness [--utkface-faces 7000] [--epochs 16] [--out models/tflite/faceness.tflite]
 
 Data (never FDDB: its rows stay a clean test of the whole detector, bench/real_faces.py):
 - faces: UTKFace training-split images as the full-range detector frames them, and the labelled
@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from conversion import corrupt
 from conversion.data import DEFAULT_CACHE, DEFAULT_DATA, is_validation, load_faces, read_manifest
 from edge.vision.detections import iou_matrix
 from edge.vision.faceness import CROP_SIZE, face_crop
@@ -32,7 +33,16 @@ WILD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "faces-in-t
 JITTER_SHIFT, JITTER_SCALE = 0.06, 0.1
 # A crop counts as "not a face" when it overlaps every labelled face less than this.
 NEGATIVE_IOU = 0.2
-RANDOM_PATCHES = 8
+RANDOM_PATCHES = 30
+# Share of training faces given one corruption each epoch.
+FACE_CORRUPTION = 0.3
+CORRUPTIONS = (
+    lambda crop, rng: corrupt.turned_head(crop, rng, yaw=float(rng.uniform(15, 50))),
+    corrupt.surgical_mask,
+    corrupt.sunglasses,
+    corrupt.low_light,
+    corrupt.motion_blur,
+)
 
 
 def held_out(index: int) -> bool:
@@ -105,11 +115,15 @@ def mine_street(wild: Path, rng: np.random.Generator) -> dict[str, list]:
             if box[2] - box[0] >= 16:
                 crops += [(face_crop(image, jittered(box, rng)), 1) for _ in range(2)]
         candidates = detector(image).boxes
+        # Below each face, a chest, a collar, a necklace or hands, the same size as the face.
+        for box in boxes:
+            drop = (box[3] - box[1]) * rng.uniform(1.2, 3.0)
+            candidates = np.concatenate([candidates, (box + np.array([0, drop, 0, drop], np.float32))[None]])
         if len(candidates) and len(boxes):
             candidates = candidates[iou_matrix(candidates, boxes).max(axis=1) < NEGATIVE_IOU]
         crops += [(face_crop(image, box), 0) for box in candidates]
         for _ in range(RANDOM_PATCHES):
-            patch = away_from(boxes, *image.shape[1::-1], rng, 16, image.shape[0] / 2)
+            patch = away_from(boxes, *image.shape[1::-1], rng, 16, min(image.shape[:2]))
             if patch is not None:
                 crops.append((face_crop(image, patch), 0))
         for crop, label in crops:
@@ -121,8 +135,14 @@ def mine_street(wild: Path, rng: np.random.Generator) -> dict[str, list]:
     return out
 
 
-def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Mirror, light, contrast, blur and grey, per crop: what cameras and news photos vary."""
+def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Mirror, light, contrast, blur and grey, per crop: what cameras and news photos vary; and
+    faces turned, masked or in sunglasses (`conversion.corrupt`, drawn at the template's
+    keypoints, which a face crop roughly shares), the faces real photos have and UTKFace lacks."""
+    x = x.copy()
+    for i in np.flatnonzero((y == 1) & (rng.random(len(x)) < FACE_CORRUPTION)):
+        corruption = CORRUPTIONS[rng.integers(len(CORRUPTIONS))]
+        x[i] = corruption(x[i], rng)
     x = x.astype(np.float32)
     flip = rng.random(len(x)) < 0.5
     x[flip] = x[flip, :, ::-1]
@@ -158,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--utkface", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--wild", type=Path, default=WILD, help="faces-in-the-wild (its mask rows are used)")
     parser.add_argument("--utkface-faces", type=int, default=7000)
-    parser.add_argument("--epochs", type=int, default=24)
+    parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE / "faceness")
     parser.add_argument("--out", type=Path, default=models_dir() / FACENESS_MODEL)
@@ -186,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     model.compile(keras.optimizers.Adam(schedule), "binary_crossentropy", metrics=["accuracy"])
     weight = {0: 0.5 / max(1e-9, 1 - y[~val].mean()), 1: 0.5 / max(1e-9, y[~val].mean())}
     for epoch in range(args.epochs):
-        model.fit(augment(x[~val], rng), y[~val], batch_size=128, epochs=1, class_weight=weight, verbose=0)
+        model.fit(augment(x[~val], y[~val], rng), y[~val], batch_size=128, epochs=1, class_weight=weight, verbose=0)
         p = model.predict(x[val].astype(np.float32), batch_size=512, verbose=0)[:, 0]
         faces, others = p[y[val] == 1], p[y[val] == 0]
         print(

@@ -52,14 +52,16 @@ def face_crop(image: np.ndarray, box: np.ndarray, size: int = CROP_SIZE, margin:
 
 
 class Faceness:
-    """p(face) for candidate boxes in a frame (the shipped float TFLite model, ~20k parameters)."""
+    """p(face) for candidate boxes in a frame (the shipped float TFLite model, ~70k parameters):
+    the mean over the crop and its mirror image, which a face and its mirror share and a texture
+    often does not (a model of the space shuttle scores 0.93 one way, 0.05 the other)."""
 
     def __init__(self, num_threads: int = 1) -> None:
         self.net = TFLiteModel(model_path(FACENESS_MODEL), num_threads=num_threads)
         self.size = self.net.input_shape[1]
 
-    def __call__(self, image: np.ndarray, box: np.ndarray, mirror: bool = False) -> float:
-        crop = face_crop(image, box, self.size)
-        if mirror:
-            crop = crop[:, ::-1]
-        return float(self.net(self.net.quantize_input(crop[None].astype(np.float32)))[0].reshape(-1)[0])
+    def __call__(self, image: np.ndarray, box: np.ndarray) -> float:
+        crop = face_crop(image, box, self.size).astype(np.float32)
+        return (
+            sum(float(self.net(self.net.quantize_input(c[None]))[0].reshape(-1)[0]) for c in (crop, crop[:, ::-1])) / 2
+        )
