@@ -244,11 +244,10 @@ class FaceDetector:
     tracked. The short-range model is not used for zoom windows although it is 3x cheaper: on
     generated clips it lost fully visible faces for seconds that full-range kept (bench/counting.py).
 
-    Verification (`verify` > 0): each candidate not already tracked is looked at again, centred in
-    a crop three times its width by the full-range model and twice its width by the short-range
-    model; it stays a face if the mean of its score and the two crops' scores reaches `verify`.
-    Textures that one window happens to read as a face rarely survive both crops
-    (bench/real_faces.py)."""
+    Verification (`verify` > 0): each candidate not already tracked is looked at again by our
+    face-or-not classifier (`Faceness`) and, centred in a crop three times its width, by the
+    full-range model and, in one twice its width, by the short-range model; it stays a face if the
+    mean of its score, p(face) and the two crops' scores reaches `verify` (`_looks_like_a_face`)."""
 
     def __init__(
         self,
