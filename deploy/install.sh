@@ -266,11 +266,13 @@ fi
 if [[ $ROLE == edge ]]; then
     mkdir -p "$R$MODELS"
     changed=()
-    age_src=${MODELS_FROM:-$SRC/models/tflite}/age_gender_int8.tflite
-    [[ -f $age_src ]] || die "$age_src not found (the age/gender model ships in the checkout's models/tflite)"
-    for name in age_gender_int8.tflite MODEL_CARD.md; do
-        src=$(dirname "$age_src")/$name
-        [[ -f $src ]] || continue
+    own_src=${MODELS_FROM:-$SRC/models/tflite}
+    for name in $("$R$VENV/bin/python" -I -c 'from edge.vision.model_files import OWN_MODEL_FILES; print(" ".join(OWN_MODEL_FILES))'); do
+        src=$own_src/$name
+        if [[ ! -f $src ]]; then
+            [[ $name == *.md ]] && continue  # a card is documentation; a model is not optional
+            die "$src not found (our models ship in the checkout's models/tflite)"
+        fi
         [[ $(put "$src" "$R$MODELS/$name" 0644) == installed ]] && changed+=("$name")
     done
     detectors=$("$R$VENV/bin/python" -I -c 'from edge.vision.model_files import DETECTOR_FILES; print(" ".join(DETECTOR_FILES))')

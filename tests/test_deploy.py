@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge.vision.model_files import DETECTOR_FILES
+from edge.vision.model_files import DETECTOR_FILES, OWN_MODEL_FILES
 
 REPO = Path(__file__).resolve().parent.parent
 INSTALL = REPO / "deploy" / "install.sh"
@@ -110,8 +110,8 @@ def test_install_lays_out_a_device(installed):
     for name, digest in DETECTOR_FILES.items():
         assert hashlib.sha256((models / name).read_bytes()).hexdigest() == digest
         assert stat.S_IMODE((models / name).stat().st_mode) == 0o644  # the service user reads them
-    shipped = REPO / "models/tflite/age_gender_int8.tflite"
-    assert (models / "age_gender_int8.tflite").read_bytes() == shipped.read_bytes()
+    for name in OWN_MODEL_FILES:  # the age/gender model, the face-or-not classifier, their cards
+        assert (models / name).read_bytes() == (REPO / "models/tflite" / name).read_bytes()
 
     # The installed entry point runs from the venv, and validates the installed configuration.
     env = dict(os.environ, AICCTV_MODELS_DIR=str(models))

@@ -15,6 +15,8 @@ DETECTOR_FILES = {
 AGE_GENDER_MODEL = "age_gender_int8.tflite"
 # Our face-or-not classifier, the second look's last check (edge/vision/faceness.py).
 FACENESS_MODEL = "faceness.tflite"
+# Our models and their cards: they ship in the checkout's models/tflite (deploy/install.sh copies them).
+OWN_MODEL_FILES = (AGE_GENDER_MODEL, "MODEL_CARD.md", FACENESS_MODEL, "FACENESS_CARD.md")
 
 
 def models_dir() -> Path:
