@@ -24,8 +24,8 @@ CROP_SIZE = 40
 
 def face_crop(image: np.ndarray, box: np.ndarray, size: int = CROP_SIZE, margin: float = CROP_MARGIN) -> np.ndarray:
     """The square `size`×`size` BGR crop centred on `box` (x1, y1, x2, y2), its side `margin` times
-    the box's longer side; the frame's edge pixels repeated beyond it. Shrinks by area averaging, as the training
-    crops were made."""
+    the box's longer side; the frame's edge pixels repeated beyond it. Training crops through this
+    same function."""
     x1, y1, x2, y2 = (float(v) for v in box)
     side = max(x2 - x1, y2 - y1, 1.0) * margin
     left, top = (x1 + x2 - side) / 2, (y1 + y2 - side) / 2
@@ -62,6 +62,5 @@ class Faceness:
 
     def __call__(self, image: np.ndarray, box: np.ndarray) -> float:
         crop = face_crop(image, box, self.size).astype(np.float32)
-        return (
-            sum(float(self.net(self.net.quantize_input(c[None]))[0].reshape(-1)[0]) for c in (crop, crop[:, ::-1])) / 2
-        )
+        looks = [self.net(self.net.quantize_input(c[None]))[0] for c in (crop, crop[:, ::-1])]
+        return float(np.mean(looks))
