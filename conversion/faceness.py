@@ -3,14 +3,15 @@
     python -m conversion.faceness [--utkface-faces 7000] [--epochs 16] [--out models/tflite/faceness.tflite]
 
 Data (never FDDB: its rows stay a clean test of the whole detector, bench/real_faces.py):
-- faces: UTKFace training-split images as the full-range detector frames them, and the labelled
-  faces of the Face Mask Detection photos (CC0), each twice with the box jittered the way
-  detector boxes wander;
+- faces: UTKFace training-split images as BlazeFace frames them, and the labelled faces of the
+  Face Mask Detection photos (CC0), each twice with the box jittered the way detector boxes
+  wander; in training, some are turned, masked, in sunglasses, dark or blurred (`corrupt`);
 - not faces: the detector's own candidates on those street photos that overlap no labelled face,
-  random patches of them, and parts of UTKFace heads and their backgrounds (an eye and a brow, hair,
-  a collar), which is what the pyramid's windows mistake for faces.
+  the chest below each face, random patches, and parts of UTKFace heads (an eye and a brow, hair,
+  a collar): what the pyramid's windows mistake for faces.
 One photo in five of the mask set and UTKFace's validation split are held out; the script prints
-accuracy on them. The mined crops are cached in .cache/faceness/.
+accuracy on them each epoch. The mined crops are cached in .cache/faceness/; the shipped model was
+made without that cache (the cache changes the random draws that follow).
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ def held_out(index: int) -> bool:
 
 def jittered(box: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     side = float(max(box[2] - box[0], box[3] - box[1]))
-    cx, cy = (box[0] + box[2]) / 2 + rng.normal(0, JITTER_SHIFT) * side, (box[1] + box[3]) / 2
-    cy += rng.normal(0, JITTER_SHIFT) * side
+    cx = (box[0] + box[2]) / 2 + rng.normal(0, JITTER_SHIFT) * side
+    cy = (box[1] + box[3]) / 2 + rng.normal(0, JITTER_SHIFT) * side
     half = side * float(np.exp(rng.normal(0, JITTER_SCALE))) / 2
     return np.array([cx - half, cy - half, cx + half, cy + half], np.float32)
 
