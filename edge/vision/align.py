@@ -60,11 +60,16 @@ def align_face(
     image: np.ndarray, keypoints: np.ndarray, size: int = FACE_SIZE, jitter: np.ndarray | None = None
 ) -> np.ndarray:
     """The aligned `size`×`size` BGR crop of the face with these keypoints."""
-    matrix = face_transform(keypoints, size, jitter)
+    return warp_to_crop(image, face_transform(keypoints, size, jitter), size)
+
+
+def warp_to_crop(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """The `size`×`size` crop that the frame → crop affine `matrix` (2x3, a similarity) maps
+    `image` to, the frame's edge pixels repeated beyond it."""
     scale = float(np.hypot(matrix[0, 0], matrix[1, 0]))
     source = image
     if scale < 0.5:
-        # Bilinear warping alone aliases when shrinking; shrink the face's region with area
+        # Bilinear warping alone aliases when shrinking; shrink the crop's region with area
         # averaging first, so large (close) faces look like the small ones.
         inverse = cv2.invertAffineTransform(matrix)
         corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64) @ inverse.T

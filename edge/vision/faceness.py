@@ -10,9 +10,9 @@ them, negatives the detector's own false candidates on real photos and parts of 
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
+from edge.vision.align import warp_to_crop
 from edge.vision.model_files import FACENESS_MODEL, model_path
 from edge.vision.runtime import TFLiteModel
 
@@ -24,31 +24,13 @@ CROP_SIZE = 40
 
 def face_crop(image: np.ndarray, box: np.ndarray, size: int = CROP_SIZE, margin: float = CROP_MARGIN) -> np.ndarray:
     """The square `size`×`size` BGR crop centred on `box` (x1, y1, x2, y2), its side `margin` times
-    the box's longer side; the frame's edge pixels repeated beyond it. Training crops through this
-    same function."""
+    the box's longer side, warped as aligned faces are (`warp_to_crop`). Training crops through
+    this same function."""
     x1, y1, x2, y2 = (float(v) for v in box)
     side = max(x2 - x1, y2 - y1, 1.0) * margin
     left, top = (x1 + x2 - side) / 2, (y1 + y2 - side) / 2
-    h, w = image.shape[:2]
-    # Integer source region inside the frame, then one affine map that also places the padding.
-    sx, sy = max(int(np.floor(left)), 0), max(int(np.floor(top)), 0)
-    ex, ey = min(int(np.ceil(left + side)), w), min(int(np.ceil(top + side)), h)
-    if ex <= sx or ey <= sy:
-        return np.zeros((size, size, 3), image.dtype)
-    region = image[sy:ey, sx:ex]
     scale = size / side
-    if scale < 0.5:
-        # Bilinear warping alone aliases when shrinking a lot: area-average to about 2x first.
-        rw, rh = max(1, round(region.shape[1] * 2 * scale)), max(1, round(region.shape[0] * 2 * scale))
-        fx, fy = rw / region.shape[1], rh / region.shape[0]
-        region = cv2.resize(region, (rw, rh), interpolation=cv2.INTER_AREA)
-    else:
-        fx = fy = 1.0
-    matrix = np.array(
-        [[scale / fx, 0, (sx - left) * scale], [0, scale / fy, (sy - top) * scale]],
-        np.float64,
-    )
-    return cv2.warpAffine(region, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return warp_to_crop(image, np.array([[scale, 0, -left * scale], [0, scale, -top * scale]], np.float64), size)
 
 
 class Faceness:
