@@ -26,7 +26,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from central.localtime import day_hours, today, zone
+from central.config import Places
+from central.localtime import day_hours, today
 from edge.wire.contract import AGE_BANDS, GENDERS, HourlyRecord, LiveCounts, hour_start, topic
 
 log = logging.getLogger("aicctv.homeassistant")
@@ -116,11 +117,11 @@ def state(records_today: Iterable[HourlyRecord], live: LiveCounts | None = None)
 class HomeAssistant:
     """Publishes discovery configs and states on the subscriber's connection (`client()`)."""
 
-    def __init__(self, prefix: str, discovery_prefix: str, timezone: str, client: Callable[[], paho.Client]) -> None:
+    def __init__(self, prefix: str, discovery_prefix: str, places: Places, client: Callable[[], paho.Client]) -> None:
         self.prefix = prefix
         self.discovery_prefix = discovery_prefix
         self.status_topic = f"{discovery_prefix}/status"
-        self.tz = zone(timezone)
+        self.places = places  # whose local day "today" is: the device's zone, as on the dashboard
         self.client = client
         self._lock = threading.Lock()
         self._devices: set[str] = set()  # configs published for these (on this connection)
@@ -130,11 +131,13 @@ class HomeAssistant:
         self._states: dict[str, dict] = {}
 
     @classmethod
-    def from_config(cls, config: Any, client: Callable[[], paho.Client]) -> HomeAssistant | None:
+    def from_config(
+        cls, config: Any, client: Callable[[], paho.Client], places: Places | None = None
+    ) -> HomeAssistant | None:
         ha = config.homeassistant
         if not ha.enabled:
             return None
-        return cls(config.mqtt.prefix, ha.discovery_prefix, config.display.timezone, client)
+        return cls(config.mqtt.prefix, ha.discovery_prefix, places or Places(display=config.display), client)
 
     # -- the connection thread
 
@@ -194,10 +197,11 @@ class HomeAssistant:
                 )
 
     def _records_today(self, device: str, store: Any, reload: bool) -> list[HourlyRecord]:
-        day = today(self.tz, time.time())
+        tz = self.places.local(device).tz
+        day = today(tz, time.time())
         cached = self._today.get(device)
         if reload or cached is None or cached[0] != day.isoformat():
-            hours = day_hours(day, self.tz)
+            hours = day_hours(day, tz)
             cached = (day.isoformat(), store.hourly(device, hours[0], hours[-1]))
             self._today[device] = cached
         return cached[1]

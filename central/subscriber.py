@@ -28,7 +28,7 @@ from typing import NamedTuple, cast
 
 import paho.mqtt.client as paho
 
-from central.config import CentralConfig
+from central.config import CentralConfig, Places
 from central.homeassistant import HomeAssistant
 from central.store import Batch, CentralStore, StoreError, open_store
 from edge.wire.config import redact
@@ -182,9 +182,10 @@ def _fits(*values: int) -> None:
 
 class Subscriber:
     """Subscribes to every device's status, live and hourly topics and keeps the central log.
-    `run()` blocks until `stop()` (safe from a signal handler or another thread)."""
+    `run()` blocks until `stop()` (safe from a signal handler or another thread). `places`: the
+    configuration's [devices.<id>] / [sites.<name>] tables, for each device's local day."""
 
-    def __init__(self, config: CentralConfig) -> None:
+    def __init__(self, config: CentralConfig, places: Places | None = None) -> None:
         self.config = config
         m = config.mqtt
         self.totals = Totals()
@@ -219,7 +220,7 @@ class Subscriber:
         )
         self.connection.client.on_subscribe = self._on_subscribe
         # Home Assistant discovery ([homeassistant] enabled): None when off.
-        self.homeassistant = HomeAssistant.from_config(config, lambda: self.connection.client)
+        self.homeassistant = HomeAssistant.from_config(config, lambda: self.connection.client, places)
         if self.homeassistant:
             self.filters.append((self.homeassistant.status_topic, 0))
 

@@ -13,8 +13,9 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.services import Listener, wait_until
-from central.config import CentralConfig
+from central.config import CentralConfig, Place, Places
 from central.homeassistant import discovery_configs, node_id, state
+from central.localtime import day_hours, today, zone
 from central.subscriber import Subscriber
 from edge.wire.config import load
 from edge.wire.contract import AGE_BANDS, HourlyRecord, LiveCounts, empty_counts, encode, hour_start
@@ -134,6 +135,49 @@ def test_central_publishes_retained_configs_and_again_when_home_assistant_comes_
         wait_until(lambda: expected <= {t for t, _, _ in listener.messages}, 20, "the configs again")
         assert not any(retained for t, _, retained in listener.messages if t in expected), "live, not the retained"
         listener.disconnect()
+        states.disconnect()
+    finally:
+        subscriber.stop()
+        thread.join(20)
+
+
+def test_visitors_today_is_the_devices_own_local_day(broker, tmp_path):
+    """A device with its own time zone ([devices.<id>] timezone) gets "today" in that zone, as on
+    the dashboard, not in [display] timezone: 14 hours apart here, so the sums differ."""
+    overrides = {
+        "mqtt.broker": broker.url,
+        "storage.db": str(tmp_path / "central.db"),
+        "homeassistant.enabled": True,
+        "display.timezone": "UTC",
+        "mqtt.client_id": "central-ha-zone-test",
+    }
+    config = load(CentralConfig, overrides=overrides, environ={})
+    tz = "Pacific/Kiritimati"  # UTC+14
+    subscriber = Subscriber(config, Places({"cam-k": Place(timezone=tz)}, display=config.display))
+    thread = threading.Thread(target=subscriber.run, daemon=True)
+    thread.start()
+
+    def expected(now: float) -> int:
+        return len(set(hours) & set(day_hours(today(zone(tz), now), zone(tz))))
+
+    try:
+        wait_until(subscriber.subscribed.is_set, 20, "the subscriber")
+        now = time.time()
+        hours = [hour_start(now - k * 3600) for k in range(30)]
+        states = Listener(broker.url, "aicctv/cam-k/ha/state").connect()
+        for hour in reversed(hours):
+            publish(broker.url, "aicctv/cam-k/hourly", encode(record("cam-k", hour, 1, 0)))
+        # Both ends of the wait: the local day may turn while the records arrive.
+        wait_until(
+            lambda: (
+                states.messages
+                and json.loads(states.messages[-1][1])["visitors_today"] in {expected(now), expected(time.time())}
+            ),
+            20,
+            "visitors today in the device's zone",
+        )
+        utc_today = len(set(hours) & set(day_hours(today(zone("UTC"), now), zone("UTC"))))
+        assert expected(now) != utc_today
         states.disconnect()
     finally:
         subscriber.stop()

@@ -49,12 +49,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from central.store import StoreError
     from central.subscriber import Subscriber
 
-    config = central_config(args)
+    config, places = central_setup(args)
     if args.print_config:
         print(render(config))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    subscriber = Subscriber(config)
+    subscriber = Subscriber(config, places)
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda *_: subscriber.stop())
     try:
