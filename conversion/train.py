@@ -60,8 +60,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init", type=Path, help="start from this model.keras's weights (a warm restart)")
     parser.add_argument(
         "--robust",
-        action="store_true",
-        help="also augment with turned heads, masks, sunglasses, low light and motion blur (run 5 in the model card)",
+        type=float,
+        nargs="?",
+        const=1.0,
+        default=0.0,
+        metavar="SHARE",
+        help="also augment with turned heads, masks, sunglasses, low light and motion blur, at SHARE times "
+        "conversion.augment's shares (1 if no SHARE is given: run 5 in the model card)",
     )
     args = parser.parse_args(argv)
 
