@@ -20,10 +20,6 @@ def _config_options(parser: argparse.ArgumentParser, flags: tuple[str, ...]) -> 
     add_flags(group, CentralConfig, only=flags)
 
 
-def central_config(args: argparse.Namespace) -> CentralConfig:
-    return central_setup(args)[0]
-
-
 def central_setup(args: argparse.Namespace) -> tuple[CentralConfig, Places]:
     """The configuration and its [devices.<id>] / [sites.<name>] tables."""
     return load_central(args.config, dict(args.set) | flag_values(args))
