@@ -108,7 +108,7 @@ class Device:
                     with store.transaction():
                         for h, revision in delivered:
                             store.confirm(self.name, h, revision)
-                uplink.resend()
+                uplink.publish_due()
                 if until_delivered and not store.undelivered_count():
                     break
                 time.sleep(0.05)
@@ -214,5 +214,31 @@ def test_a_replay_waits_for_central_and_ends_delivered(sample_clip, broker, tmp_
             assert store.undelivered_count() == 0
             local = {(r.device, r.hour, r.revision) for r in store.hourly()}
         assert len(local) == 2 and central.stored() == local
+    finally:
+        central.stop()
+
+
+def test_a_long_backlog_goes_out_a_window_at_a_time(broker, tmp_path):
+    """Two days offline leave 48 hourly records. With central away the device keeps only its
+    window (5) of the oldest hours out, resends included, instead of publishing all 48 again and
+    again; once central is back, the receipts move the window along until all are stored."""
+    backlog = [
+        HourlyRecord("cam-1", f"2026-01-{5 + n // 24:02d}T{n % 24:02d}:00:00Z", 0, empty_counts(), 0.0, 0, 0.0, 1)
+        for n in range(48)
+    ]
+    device = Device("cam-1", broker.url, tmp_path, resend_after_s=0.2, window=5)
+    listener = Listener(broker.url, "aicctv/cam-1/hourly").connect()
+    published: list[str] = []
+    listener.client.on_message = lambda _c, _u, m: published.append(decode(HourlyRecord, m.payload).hour)
+    assert device.run(backlog, seconds=2.0) == 48
+    wait_until(lambda: len(published) > 5, 20, "the window published again")
+    listener.disconnect()
+    assert set(published) == {r.hour for r in backlog[:5]}, "only the window's oldest hours, resends included"
+
+    central = Central(broker.url, str(tmp_path / "central.db"), tmp_path / "central.log")
+    central.start()
+    try:
+        assert device.run([], until_delivered=True, seconds=60.0) == 0
+        assert central.stored() == {("cam-1", r.hour, 1) for r in backlog}
     finally:
         central.stop()

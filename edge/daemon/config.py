@@ -118,6 +118,13 @@ class MqttSection(MqttLinkSection):
         help="with receipts: a record without one this long after publishing is published again, the wait "
         "doubling (with jitter) up to 32 times this",
     )
+    window: int = setting(
+        64,
+        ge=1,
+        le=10000,
+        help="at most this many hourly records are published and not yet confirmed at a time; the rest wait "
+        "their turn, oldest hour first, so a long outage's backlog does not flood the broker or central",
+    )
 
 
 @dataclass(frozen=True)

@@ -283,7 +283,7 @@ class EdgeDaemon:
             with self.store.transaction():
                 for hour, revision in delivered:
                     self.store.confirm(self.device, hour, revision)
-        self.uplink.resend()
+        self.uplink.publish_due()
         for request in self.uplink.resync_requests():
             records = self.store.hourly(self.device, request.since, request.until)
             self.store.add_event("resync", f"{request.since} .. {request.until}: {len(records)} records")

@@ -7,6 +7,10 @@ drops what arrives meanwhile after its PUBACK). A record without a receipt is pu
 after `mqtt.resend_after_s`, the wait doubling up to 32 times that; on every (re)connection the
 daemon publishes everything still undelivered, oldest first, so an outage of any length, of the
 broker or of central, loses nothing; duplicates are harmless by the contract's revision rule.
+At most `mqtt.window` records are out unconfirmed at a time and the rest wait in an outbox, so
+after a month offline a device does not publish 720 records at once, nor republish them all
+every time their receipts are late: a fleet reconnecting together paces itself to what central
+confirms.
 With `mqtt.receipts = false` (a device with no central) the broker's PUBACK for that exact
 revision marks it delivered instead.
 
@@ -17,6 +21,7 @@ only one touching SQLite and the in-flight maps, drains them with `delivered()`,
 
 from __future__ import annotations
 
+import heapq
 import logging
 import queue
 import threading
@@ -54,9 +59,12 @@ class Uplink:
         self._receipt = topic(config.prefix, device, "cmd/receipt")
         self.receipts = config.receipts
         self.resend_after_s = config.resend_after_s
-        # The daemon's thread only: mid → record (PUBACK mode), hour → (record, attempt, resend at).
+        self.window = config.window
+        # The daemon's thread only: mid → record (PUBACK mode), hour → (record, attempt, resend at),
+        # and hour → newest revision waiting for room in the window.
         self._in_flight: dict[int, HourlyRecord] = {}
         self._unconfirmed: dict[str, tuple[HourlyRecord, int, float]] = {}
+        self._outbox: dict[str, HourlyRecord] = {}
         self._acked: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._confirmed: queue.SimpleQueue[Receipt] = queue.SimpleQueue()
         self._resyncs: queue.SimpleQueue[ResyncRequest] = queue.SimpleQueue()
@@ -98,9 +106,24 @@ class Uplink:
             self.connection.client.publish(topic(self.prefix, self.device, "live"), encode(counts), qos=0)
 
     def send(self, records: list[HourlyRecord]) -> None:
-        """Publish hourly records in order (QoS 1); each is confirmed via `delivered()`."""
+        """Queue hourly records in order and publish them (QoS 1) as far as the window has room;
+        each is confirmed via `delivered()`. A newer revision of a queued hour replaces it."""
         if not self.connected:
             return  # they stay undelivered in the store and go out on reconnection
+        for record in records:
+            queued = self._outbox.get(record.hour)
+            if queued is None or queued.revision < record.revision:
+                self._outbox[record.hour] = record
+        self._fill_window()
+
+    def _fill_window(self) -> None:
+        room = self.window - len(self._unconfirmed if self.receipts else self._in_flight)
+        if room <= 0 or not self._outbox:
+            return
+        # Oldest hour first: after a reconnection the store's backlog joins what was queued before.
+        self._publish([self._outbox.pop(hour) for hour in heapq.nsmallest(room, self._outbox)])
+
+    def _publish(self, records: list[HourlyRecord]) -> None:
         name = topic(self.prefix, self.device, "hourly")
         now = time.monotonic()
         for record in records:
@@ -131,15 +154,17 @@ class Uplink:
                 done.append((record.hour, record.revision))
         return done
 
-    def resend(self) -> int:
-        """Publish again the records whose receipt is overdue (backoff per record); how many."""
+    def publish_due(self) -> int:
+        """Publish again the records whose receipt is overdue (backoff per record), then queued
+        ones while the window has room; how many were published again."""
         if not self.connected:
             return 0
         now = time.monotonic()
         due = [record for record, _, at in self._unconfirmed.values() if at <= now]
         if due:
             log.info("%d hourly records without a receipt from central: publishing them again", len(due))
-            self.send(sorted(due, key=lambda r: r.hour))
+            self._publish(sorted(due, key=lambda r: r.hour))
+        self._fill_window()
         return len(due)
 
     def take_reconnect(self) -> bool:
