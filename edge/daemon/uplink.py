@@ -15,8 +15,8 @@ With `mqtt.receipts = false` (a device with no central) the broker's PUBACK for 
 revision marks it delivered instead.
 
 Paho's callbacks run on the connection thread; they only fill queues. The daemon's thread, the
-only one touching SQLite and the in-flight maps, drains them with `delivered()`, `resend()`,
-`take_reconnect()` and `resync_requests()`.
+only one touching SQLite, the in-flight maps and the outbox, drains them with `delivered()`,
+`publish_due()`, `take_reconnect()` and `resync_requests()`.
 """
 
 from __future__ import annotations
