@@ -242,3 +242,28 @@ def test_a_long_backlog_goes_out_a_window_at_a_time(broker, tmp_path):
         assert central.stored() == {("cam-1", r.hour, 1) for r in backlog}
     finally:
         central.stop()
+
+
+def test_a_queued_hour_goes_out_as_its_newest_revision(broker):
+    """With the window full, later revisions of a waiting hour replace it in the outbox: when a
+    receipt makes room, only the newest revision is published."""
+    config = load(EdgeConfig, None, {"mqtt.broker": broker.url, "mqtt.window": 1, "mqtt.resend_after_s": 600}, {})
+    listener = Listener(broker.url, "aicctv/cam-1/hourly").connect()
+    uplink = Uplink(config.mqtt, "cam-1")
+    uplink.start()
+    try:
+        wait_until(lambda: uplink.connected and uplink.take_reconnect(), 20, "connected")
+        uplink.send([record("cam-1", 1), record("cam-1", 2)])
+        uplink.send([record("cam-1", 2, revision=2), record("cam-1", 2, revision=3)])
+
+        def published() -> list[tuple[str, int]]:
+            uplink.delivered()
+            uplink.publish_due()
+            return [(r.hour, r.revision) for r in (decode(HourlyRecord, p) for p in listener.payloads("/hourly"))]
+
+        wait_until(lambda: published() == [(hour(1), 1)], 20, "the window's one record")
+        listener.client.publish("aicctv/cam-1/cmd/receipt", encode(Receipt(hour(1), 1)), qos=1)
+        wait_until(lambda: published() == [(hour(1), 1), (hour(2), 3)], 20, "the newest revision of hour 2 only")
+    finally:
+        uplink.stop()
+        listener.disconnect()
