@@ -92,8 +92,9 @@ def scale_of(width: int, height: int) -> float:
 
 
 def pick_faces(rows: list[dict[str, str]], n: int, rng: np.random.Generator) -> list[dict[str, str]]:
-    """n distinct faces, half of them female (the RNG decides an odd one), ages >= MIN_AGE unless a
-    gender runs out of them, in random order."""
+    """n faces, half of them female (the RNG decides an odd one), ages >= MIN_AGE unless a gender
+    runs out of them, in random order; distinct while there are enough of a gender, then the same
+    faces again (the few committed fixture faces, tests/fixtures/faces)."""
     # sorted first, so that the manifest's row order does not matter
     pool = sorted(rows, key=lambda r: r["file"])
     pool = [pool[i] for i in rng.permutation(len(pool))]
@@ -102,9 +103,9 @@ def pick_faces(rows: list[dict[str, str]], n: int, rng: np.random.Generator) -> 
     picked: list[dict[str, str]] = []
     for gender, count in (("1", n_female), ("0", n - n_female)):
         group = [r for r in pool if r["gender"] == gender]
-        if len(group) < count:
-            raise ValueError(f"only {len(group)} faces of gender {gender}, {count} needed: use fewer visitors")
-        picked += group[:count]
+        if count and not group:
+            raise ValueError(f"no faces of gender {gender} in the face folder, {count} needed")
+        picked += [group[i % len(group)] for i in range(count)]
     return [picked[i] for i in rng.permutation(n)]
 
 

@@ -11,9 +11,14 @@ FACE_FILES = sorted((FIXTURES / "faces").glob("*.jpg"))
 
 
 def face_label(path: Path) -> tuple[int, int]:
-    """(age, female) from a UTKFace file name."""
+    """(age, female) from a UTKFace-style file name."""
     age, female = path.name.split("_")[:2]
     return int(age), int(female)
+
+
+# Each fixture face, then each one's mirror image: the tests need more faces than the few
+# public-domain portraits there are (tests/fixtures/README.md).
+FACE_LABELS = [face_label(p) for p in FACE_FILES] * 2
 
 
 def background(width: int, height: int, seed: int = 0) -> np.ndarray:
@@ -33,8 +38,10 @@ def place(frame: np.ndarray, face: np.ndarray, x: int, y: int, width: int) -> tu
 
 @pytest.fixture(scope="session")
 def faces() -> list[np.ndarray]:
+    """The fixture faces, then their mirror images (labelled by `FACE_LABELS`)."""
     assert FACE_FILES, "tests/fixtures/faces is empty"
-    return [cv2.imread(str(p)) for p in FACE_FILES]
+    originals = [cv2.imread(str(p)) for p in FACE_FILES]
+    return originals + [np.ascontiguousarray(face[:, ::-1]) for face in originals]
 
 
 @pytest.fixture(scope="session")
