@@ -96,3 +96,22 @@ def test_video_gives_one_line_per_visitor_then_a_summary(capsys, sample_clip):
         assert {"track", "first_seen", "last_seen", "frames", "gender", "p_female", "age", "age_band"} <= set(visitor)
         assert 0 <= visitor["first_seen"] <= visitor["last_seen"]
         assert visitor["gender"] in {"male", "female"}
+
+
+def test_the_demo_sets_its_counts_beside_a_generated_clips_truth(tmp_path):
+    from edge.cli.demo import against_truth
+    from edge.wire.contract import AGE_BANDS, HourlyRecord
+
+    def hour(visitors: int, female_30s: int) -> HourlyRecord:
+        counts = {g: dict.fromkeys(AGE_BANDS, 0) for g in ("female", "male")}
+        counts["female"]["30-39"] = female_30s
+        counts["male"]["60+"] = visitors - female_30s
+        return HourlyRecord("cam", "2026-01-05T09:00:00Z", visitors, counts, 3.0, 100, 1.0, 1)
+
+    clip = tmp_path / "clip.mp4"
+    assert against_truth(clip, [hour(2, 1)]) is None  # a clip of one's own has no clip.json
+    (tmp_path / "clip.json").write_text('{"visitors": [{"female": 1}, {"female": 0}, {"female": 1}]}')
+    line = against_truth(clip, [hour(2, 1), hour(2, 0)])
+    assert line == "the clip holds 3 visitors, 2 of them female (its clip.json); counted 4, 1 judged female"
+    (tmp_path / "clip.json").write_text('{"visitors": "garbled"')
+    assert against_truth(clip, [hour(2, 1)]) is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import socket
 import threading
@@ -25,6 +26,8 @@ DEFAULT_CLIP = Path(".cache/sample/clip.mp4")
 # who crosses the hour mark updating the first hour with a second revision.
 REPLAY_START = "2026-01-05T09:59:50Z"
 DEVICE = "demo-cam"
+# A generated clip's ground truth (bench.clipgen's clip.json) is read only up to this size.
+TRUTH_LIMIT = 64 * 1024 * 1024
 
 
 class EmbeddedBroker:
@@ -146,6 +149,25 @@ def _edge_log(path: Path) -> list[HourlyRecord]:
         return store.hourly()
 
 
+def against_truth(clip: Path, records: list[HourlyRecord]) -> str | None:
+    """The counts beside a generated clip's ground truth (`bench.clipgen` writes clip.json next to
+    clip.mp4), so the demo shows its own errors; None for a clip without one."""
+    truth = clip.with_name("clip.json")
+    try:
+        if truth.stat().st_size > TRUTH_LIMIT:
+            return None
+        visitors = json.loads(truth.read_text())["visitors"]
+        female = sum(1 for v in visitors if v["female"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    counted = sum(r.visitors for r in records)
+    judged_female = sum(sum(r.counts["female"].values()) for r in records)
+    return (
+        f"the clip holds {len(visitors)} visitors, {female} of them female (its clip.json); "
+        f"counted {counted}, {judged_female} judged female"
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from edge.cli.stats import tables
 
@@ -155,6 +177,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     records = run_demo(args.clip, args.out, args.broker)
     print(f"\ncentral log, hourly ({len(records)} device-hours, identical to the edge's local log):\n")
     print(tables(records))
+    if (line := against_truth(args.clip, records)) is not None:
+        print(f"\n{line}")
     print(f"\nnext: aicctv stats --db {args.out / 'central.db'} --plot hours.png")
     if _interactive():
         serve_dashboard(args.out / "central.db", records)
