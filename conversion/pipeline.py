@@ -3,8 +3,9 @@
     python -m conversion.pipeline [--data DIR] [--epochs 45] [--robust-epochs 15] [--run .cache/runs/release]
 
 Steps: prepare UTKFace (once; cached); train on clean crops (RUN/clean); fine-tune that network
-on crops of which about 40 % are turned, masked, sunglassed, dark or blurred (RUN/robust: the
-model card's run 7, which keeps the clean figures that training on them from scratch lost);
+on crops of which about 40 % are turned, masked, sunglassed, dark or blurred, children's gender
+loss weighted twice (RUN/robust: the model card's run 8, which keeps the clean figures that
+training on them from scratch lost, and the children's that the fine-tune alone cost);
 convert to int8, evaluate float32 vs int8 on the validation split, then install the int8 model
 and its figures into models/tflite/.
 Every step is seeded: on the same machine and library versions the figures repeat.
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.robust_epochs:
         final = args.run / "robust"
         fine_tune = ["--init", str(clean / "model.keras"), "--robust", "--ema", "--lr", "5e-4", "--seed", "7"]
+        fine_tune += ["--child-weight", "2"]  # the model card's run 8
         train.main(["--run", str(final), *cache, *fine_tune, "--epochs", str(args.robust_epochs)])
     float_path, int8_path = convert.convert(final, final / AGE_GENDER_MODEL, args.cache)
     results = evaluate.evaluate({"float32": float_path, "int8": int8_path}, flip=True, cache=args.cache)

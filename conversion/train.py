@@ -68,6 +68,13 @@ def main(argv: list[str] | None = None) -> None:
         help="also augment with turned heads, masks, sunglasses, low light and motion blur, at SHARE times "
         "conversion.augment's shares (1 if no SHARE is given: run 5 in the model card)",
     )
+    parser.add_argument(
+        "--child-weight",
+        type=float,
+        default=1.0,
+        help="weight of children's (0-9) gender loss: their gender is the hardest to read, and the "
+        "robust stage costs them most",
+    )
     args = parser.parse_args(argv)
 
     import keras
@@ -108,7 +115,11 @@ def main(argv: list[str] | None = None) -> None:
                 w = args.teacher_weight
                 y["gender"] = (1 - w) * y["gender"] + w * tf.sigmoid(out["gender"]).numpy()
                 y["age"][:, :-1] = (1 - w) * y["age"][:, :-1] + w * tf.nn.softmax(out["age"]).numpy()
-            return x, y
+            if args.child_weight == 1.0:
+                return x, y
+            ones = np.ones(len(batch), np.float32)
+            children = np.where(data.age[batch] < 10, args.child_weight, 1.0).astype(np.float32)
+            return x, y, {"gender": children, "age": ones, "race": ones}
 
     def age_loss(y_true, y_pred):
         dist, age = y_true[:, :-1], y_true[:, -1]
