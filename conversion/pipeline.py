@@ -42,8 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     train.main(["--run", str(clean), *cache, "--epochs", str(args.epochs)])
     if args.robust_epochs:
         final = args.run / "robust"
+        # The model card's run 8.
         fine_tune = ["--init", str(clean / "model.keras"), "--robust", "--ema", "--lr", "5e-4", "--seed", "7"]
-        fine_tune += ["--child-weight", "2"]  # the model card's run 8
+        fine_tune += ["--child-weight", "2"]
         train.main(["--run", str(final), *cache, *fine_tune, "--epochs", str(args.robust_epochs)])
     float_path, int8_path = convert.convert(final, final / AGE_GENDER_MODEL, args.cache)
     results = evaluate.evaluate({"float32": float_path, "int8": int8_path}, flip=True, cache=args.cache)

@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
                 w = args.teacher_weight
                 y["gender"] = (1 - w) * y["gender"] + w * tf.sigmoid(out["gender"]).numpy()
                 y["age"][:, :-1] = (1 - w) * y["age"][:, :-1] + w * tf.nn.softmax(out["age"]).numpy()
+            # No weights at all unless asked: the runs recorded before this option then repeat
+            # bit for bit.
             if args.child_weight == 1.0:
                 return x, y
             ones = np.ones(len(batch), np.float32)
