@@ -66,7 +66,8 @@ def _face_rows(path: Path, faces: list[Face]) -> list[str]:
             rows.append(f"{where}too small to judge gender and age")
             continue
         rows.append(
-            f"{where}{j['gender']:<6} (p_female {j['p_female']:.2f})  age {j['age']:5.1f}  band {j['age_band']}"
+            f"{where}{j['gender'] or 'unsure':<6} (p_female {j['p_female']:.2f})  age {j['age']:5.1f}  "
+            f"band {j['age_band']}"
         )
     return rows
 

@@ -31,7 +31,7 @@ from edge.vision.sources import Frame
 from edge.vision.still import StillFilter
 from edge.vision.track import MultiTracker, Track, Tracker, appearances
 from edge.vision.zones import Path, centre
-from edge.wire.contract import age_band, gender_of
+from edge.wire.contract import age_band, judged_gender
 
 # A pipeline analysing fewer frames a second than this interval allows is slow (a busy scene on
 # a Pi, the live source dropping frames).
@@ -48,6 +48,12 @@ class Face:
     score: float
     keypoints: np.ndarray
     estimate: AgeGender | None
+    # Within this of p(female) = 0.5 the gender is "not sure" (None): `vision.gender_margin`.
+    gender_margin: float = 0.0
+
+    @property
+    def gender(self) -> str | None:
+        return None if self.estimate is None else judged_gender(self.estimate.p_female, self.gender_margin)
 
     def to_json(self) -> dict:
         x1, y1, x2, y2 = (float(v) for v in self.box)
@@ -55,7 +61,7 @@ class Face:
         return {
             "box": [round(x1, 1), round(y1, 1), round(x2 - x1, 1), round(y2 - y1, 1)],
             "score": round(self.score, 3),
-            "gender": None if e is None else e.gender,
+            "gender": self.gender,
             "p_female": None if e is None else round(e.p_female, 3),
             "age": None if e is None else round(e.age, 1),
             "age_band": None if e is None else e.age_band,
@@ -77,10 +83,13 @@ class Visitor:
     # With an entry line: True if they walked in across it, False if they passed by or left;
     # None without one.
     entered: bool | None = None
+    # Within this of p(female) = 0.5, over all their views combined, the gender is "not sure"
+    # (None): the hourly record counts them as unknown. `vision.gender_margin`.
+    gender_margin: float = 0.0
 
     @property
     def gender(self) -> str | None:
-        return None if self.p_female is None else gender_of(self.p_female)
+        return None if self.p_female is None else judged_gender(self.p_female, self.gender_margin)
 
     @property
     def age_band(self) -> str | None:
@@ -263,11 +272,12 @@ class Analyzer:
             h, w = image.shape[:2]
             keypoints = template_keypoints(w, h)
             box = np.array([0, 0, w, h], np.float32)
-            return [Face(box, 1.0, keypoints, self.estimate(image, keypoints))]
+            return [Face(box, 1.0, keypoints, self.estimate(image, keypoints), self.config.gender_margin)]
         with self.times.stage("detect"):
             found = self.detector(image)
+        c = self.config
         return [
-            Face(box, float(score), kps, self.estimate(image, kps) if self.judgeable(box) else None)
+            Face(box, float(score), kps, self.estimate(image, kps) if self.judgeable(box) else None, c.gender_margin)
             for box, score, kps in zip(found.boxes, found.scores, found.keypoints, strict=True)
         ]
 
@@ -372,6 +382,16 @@ class Analyzer:
             entered = None if self.zones.entry_line is None else verdict == "in"
             p_female, age = state.combined(keep=max(1, self.config.max_classifications // 2 + 1))
             visitors.append(
-                Visitor(track.id, first_seen, track.last_seen, track.hits, p_female, age, len(state.samples), entered)
+                Visitor(
+                    track.id,
+                    first_seen,
+                    track.last_seen,
+                    track.hits,
+                    p_female,
+                    age,
+                    len(state.samples),
+                    entered,
+                    self.config.gender_margin,
+                )
             )
         return visitors

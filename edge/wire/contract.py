@@ -63,6 +63,12 @@ def gender_of(p_female: float) -> str:
     return "female" if p_female >= 0.5 else "male"
 
 
+def judged_gender(p_female: float, margin: float) -> str | None:
+    """The gender, or None ("not sure": counted as unknown) when p(female) is within `margin` of
+    0.5."""
+    return None if abs(p_female - 0.5) < margin else gender_of(p_female)
+
+
 # Retained on <prefix>/<device>/status: the daemon is up (online), gone (offline, also the last
 # will), or up but without frames from its camera or stream (source-lost).
 STATUS_ONLINE, STATUS_OFFLINE, STATUS_SOURCE_LOST = "online", "offline", "source-lost"

@@ -1,0 +1,174 @@
+"""Age and gender of real people: the whole pipeline (detect → align → classify, as `aicctv
+analyze` runs it on a still) on FairFace's balanced development photos
+(../shared/datasets/fairface-dev, the protocol in its README).
+
+    python -m bench.fairface [--data ../shared/datasets/fairface-dev] [--model FILE.tflite]
+                             [--margin M] [--dump predictions.jsonl]
+
+The labelled person is the face nearest the photo's centre. A photo whose face is not found, or
+is found but not judged ("not sure", see `vision.gender_margin`), counts against "judged" and
+never as right: "right of all" is over every photo, "right of judged" over the judged ones.
+Age is scored in the FairFace band (0-2, 3-9, …, 70+) and in ours (0-9, …, 60+).
+
+Measure with it; never train on these photos or pick a model by many trials on them (one photo is
+0.4 points).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from edge.vision.config import VisionConfig
+from edge.wire.contract import age_band, judged_gender
+
+DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "fairface-dev"
+FAIRFACE_BANDS = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+")
+OURS = {"0-2": "0-9", "3-9": "0-9", "60-69": "60+", "70+": "60+"}
+CHILDREN = ("0-2", "3-9")
+
+
+def fairface_band(age: float) -> str:
+    for band in FAIRFACE_BANDS[:-1]:
+        if age < int(band.split("-")[1]) + 1:
+            return band
+    return FAIRFACE_BANDS[-1]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The pipeline's answer for one labelled photo: None where no face was found or it was too
+    small to judge."""
+
+    file: str
+    band: str  # the true FairFace band
+    female: bool  # the true gender
+    p_female: float | None
+    age: float | None
+
+    def gender(self, margin: float) -> str | None:
+        """The gender, or None when not sure (p_female within `margin` of 0.5) or not judged."""
+        return None if self.p_female is None else judged_gender(self.p_female, margin)
+
+
+def predict(data: Path, config: VisionConfig, model: Path | None) -> list[Prediction]:
+    import cv2
+
+    from edge.vision.analyzer import Analyzer
+    from edge.vision.classify import AgeGenderModel
+
+    analyzer = Analyzer(config)
+    if model is not None:
+        analyzer.classifier = AgeGenderModel(model, num_threads=config.threads, flip=config.flip)
+    labels = json.loads((data / "labels.json").read_text())
+    predictions = []
+    for n, label in enumerate(labels, 1):
+        image = cv2.imread(str(data / "images" / label["filename"]), cv2.IMREAD_COLOR)
+        if image is None:
+            sys.exit(f"error: cannot read {data / 'images' / label['filename']}: is --data a fairface-dev folder?")
+        centre = np.array(image.shape[1::-1], np.float32) / 2
+        faces = analyzer.faces(image)
+        estimate = None
+        if faces:
+            nearest = min(faces, key=lambda f: float(np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - centre)))
+            estimate = nearest.estimate
+        predictions.append(
+            Prediction(
+                label["filename"],
+                label["age"],
+                label["gender"] == "Female",
+                None if estimate is None else estimate.p_female,
+                None if estimate is None else estimate.age,
+            )
+        )
+        print(f"\r{n}/{len(labels)} photos", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    return predictions
+
+
+def _share(hits: Iterable[bool]) -> tuple[int, int]:
+    hits = list(hits)
+    return sum(hits), len(hits)
+
+
+def _pct(pair: tuple[int, int]) -> str:
+    right, total = pair
+    return f"{100 * right / total:5.1f} % ({right}/{total})" if total else "    -"
+
+
+def figures(predictions: list[Prediction], margin: float) -> dict[str, tuple[int, int]]:
+    """Each figure as (right, out of): gender of all photos and of the judged ones, per true
+    gender, per FairFace band and for children; judged share; age in the FairFace band and ours."""
+    truth = {True: "female", False: "male"}
+    out: dict[str, tuple[int, int]] = {}
+    found = [p for p in predictions if p.p_female is not None]
+    judged = [p for p in predictions if p.gender(margin) is not None]
+    out["faces found"] = (len(found), len(predictions))
+    out["gender judged"] = (len(judged), len(predictions))
+    out["gender right of judged"] = _share(p.gender(margin) == truth[p.female] for p in judged)
+    out["gender right of all"] = _share(p.gender(margin) == truth[p.female] for p in predictions)
+    for female in (True, False):
+        mine = [p for p in judged if p.female == female]
+        out[f"{truth[female]}: right of judged"] = _share(p.gender(margin) == truth[female] for p in mine)
+        out[f"{truth[female]}: judged"] = (len(mine), sum(p.female == female for p in predictions))
+    by_band = defaultdict(list)
+    for p in judged:
+        by_band[p.band].append(p.gender(margin) == truth[p.female])
+    for band in FAIRFACE_BANDS:
+        out[f"band {band}: gender right of judged"] = _share(by_band[band])
+    out["children 0-9: gender right of judged"] = _share(x for band in CHILDREN for x in by_band[band])
+    out["children 0-9: gender right of all"] = _share(
+        p.gender(margin) == truth[p.female] for p in predictions if p.band in CHILDREN
+    )
+    out["age in the FairFace band"] = _share(p.age is not None and fairface_band(p.age) == p.band for p in predictions)
+    out["age in our band"] = _share(
+        p.age is not None and age_band(p.age) == OURS.get(p.band, p.band) for p in predictions
+    )
+    return out
+
+
+def report(predictions: list[Prediction], margin: float) -> str:
+    f = figures(predictions, margin)
+    women, men = f["female: right of judged"], f["male: right of judged"]
+    gap = 100 * (men[0] / max(men[1], 1) - women[0] / max(women[1], 1))
+    lines = [f"fairface-dev: {len(predictions)} photos, gender margin {margin} (not sure within it of 0.5)"]
+    lines += [f"  {name:<40} {_pct(value)}" for name, value in f.items()]
+    lines.append(f"  {'men minus women (right of judged)':<40} {gap:+5.1f} points")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the fairface-dev folder")
+    parser.add_argument("--model", type=Path, help="an age/gender int8 .tflite to measure instead of the shipped one")
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=VisionConfig.gender_margin,
+        help="not sure when p_female is within this of 0.5 (default: vision.gender_margin)",
+    )
+    parser.add_argument("--dump", type=Path, help="write each photo's prediction here (JSON lines)")
+    parser.add_argument("--load", type=Path, help="score predictions written by --dump instead of running the model")
+    args = parser.parse_args(argv)
+    if not (0.0 <= args.margin < 0.5):
+        parser.error("--margin must be in [0, 0.5)")
+    if args.load:
+        predictions = [Prediction(**json.loads(line)) for line in args.load.read_text().splitlines() if line]
+    else:
+        if not (args.data / "labels.json").is_file():
+            parser.error(f"{args.data / 'labels.json'} not found: pass --data, the fairface-dev folder")
+        predictions = predict(args.data, replace(VisionConfig(), gender_margin=0.0), args.model)
+    if args.dump:
+        args.dump.write_text("".join(json.dumps(p.__dict__) + "\n" for p in predictions))
+    print(report(predictions, args.margin))
+
+
+if __name__ == "__main__":
+    main()
