@@ -111,3 +111,15 @@ def test_with_an_entry_line_people_passing_are_not_visitors():
     tally.visitor(replace(visitor(NINE + 3, NINE + 9, p_female=None, age=None), entered=False))
     (record,) = tally.close(NINE + 7200, final=True)[:1]
     assert (record.visitors, record.visitors_in, record.passing, record.unknown) == (1, 1, 2, 0)
+
+
+def test_a_visitor_the_device_is_not_sure_of_counts_as_unknown():
+    tally = HourlyTally("shop-1")
+    tally.frame(NINE)
+    unsure = Visitor(1, NINE, NINE + 5, 10, p_female=0.6, age=30.0, samples=3, gender_margin=0.2)
+    sure = Visitor(2, NINE, NINE + 5, 10, p_female=0.8, age=30.0, samples=3, gender_margin=0.2)
+    assert unsure.gender is None and sure.gender == "female"
+    tally.visitor(unsure)
+    tally.visitor(sure)
+    (record,) = tally.close(0, final=True)
+    assert record.visitors == 2 and record.unknown == 1 and record.counts["female"]["30-39"] == 1

@@ -39,3 +39,18 @@ def test_flip_averages_the_mirror_image(faces):
     mirror = np.ascontiguousarray(crop[:, ::-1])
     expected = (plain(crop).p_female + plain(mirror).p_female) / 2
     assert abs(flipped(crop).p_female - expected) < 1e-6
+
+
+def test_a_face_within_the_gender_margin_is_not_sure(faces, analyzer):
+    """`vision.gender_margin`: a face whose p(female) is that close to 0.5 gets no gender (it is
+    counted as unknown), and the others keep theirs."""
+    from dataclasses import replace
+
+    from edge import Analyzer
+
+    p = np.array([analyzer.faces(face)[0].estimate.p_female for face in faces])
+    margin = float(np.median(np.abs(p - 0.5)))
+    unsure = Analyzer(replace(analyzer.config, gender_margin=margin))
+    judged = [unsure.faces(face)[0].to_json() for face in faces]
+    assert [j["gender"] is None for j in judged] == list(np.abs(p - 0.5) < margin)
+    assert all(j["age"] is not None for j in judged)
