@@ -21,7 +21,12 @@ MOTION = 0.08
 
 
 def augmented_crop(
-    image: np.ndarray, keypoints: np.ndarray, size: int, rng: np.random.Generator, robust: float = 0.0
+    image: np.ndarray,
+    keypoints: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+    robust: float = 0.0,
+    context: float = 1.0,
 ) -> np.ndarray:
     """One aligned crop with geometric jitter, flip, colour, blur, CCTV-like low resolution and JPEG;
     `robust` > 0 adds turned heads, masks, sunglasses, low light and motion blur, at `robust` times
@@ -29,7 +34,7 @@ def augmented_crop(
     # The geometric jitter (sd ~7 degrees, 8 % scale, ±5 % shift) is several times BlazeFace's own
     # keypoint noise (1.3 degrees, 2 %, 2 % of the eye distance: conversion/robustness.py).
     jitter = np.array([rng.uniform(-12, 12), rng.normal(0, 0.08), rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05)])
-    crop = align_face(image, keypoints, size, jitter)
+    crop = align_face(image, keypoints, size, jitter, context)
     if robust:
         if rng.random() < MASKED * robust:
             crop = surgical_mask(crop, rng)

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from conversion.augment import augmented_crop
-from conversion.data import DEFAULT_CACHE, Prepared
+from conversion.data import DEFAULT_CACHE, RACES, Prepared, age_band_index
+from conversion.lfw import LFW
 from edge.vision.align import align_face
 from edge.wire.contract import MAX_AGE
 
@@ -30,18 +31,24 @@ def age_distribution(age: np.ndarray) -> np.ndarray:
     return (dist / dist.sum(1, keepdims=True)).astype(np.float32)
 
 
-def aligned_crops(data: Prepared, index: np.ndarray, size: int) -> np.ndarray:
+def aligned_crops(data: Prepared | LFW, index: np.ndarray, size: int, context: float = 1.0) -> np.ndarray:
     """Plain (un-augmented) aligned crops, as the runtime makes them."""
-    return np.stack([align_face(data.images[i], data.keypoints[i], size) for i in index])
+    return np.stack([align_face(data.images[i], data.keypoints[i], size, context=context) for i in index])
 
 
-def targets(data: Prepared, index: np.ndarray) -> dict[str, np.ndarray]:
-    age = np.minimum(data.age[index], MAX_AGE).astype(np.float32)
-    return {
-        "gender": data.female[index].astype(np.float32)[:, None],
-        "age": np.concatenate([age_distribution(age), age[:, None]], axis=1),
-        "race": data.race[index].astype(np.int64),
-    }
+def gender_balance(female: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Per-face gender loss weights under which women and men weigh alike within each cell (an
+    age band × race group, or one whole data set): a cell's majority gender no longer sets the
+    model's prior for faces like it. Mean 1; a gender with a handful of faces in a cell is not
+    weighted more than 4x."""
+    weights = np.ones(len(female), np.float32)
+    for cell in np.unique(cells):
+        members = cells == cell
+        for value in (0, 1):
+            mine = members & (female == value)
+            if mine.any():
+                weights[mine] = min(members.sum() / (2 * mine.sum()), 4.0)
+    return weights / weights.mean()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,6 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--epochs", type=int, default=45)
     parser.add_argument("--size", type=int, default=64, help="face crop size in pixels")
+    parser.add_argument(
+        "--context", type=float, default=1.0, help="view this much wider than UTKFace's framing (hair, ears)"
+    )
     parser.add_argument("--width", type=float, default=1.0, help="channel multiplier")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -75,6 +85,17 @@ def main(argv: list[str] | None = None) -> None:
         help="weight of children's (0-9) gender loss: their gender is the hardest to read, and the "
         "robust stage costs them most",
     )
+    parser.add_argument(
+        "--lfw",
+        action="store_true",
+        help="also train gender on LFW's news photos (python -m conversion.lfw first): real photos framed as the "
+        "runtime's detector frames them; no age",
+    )
+    parser.add_argument(
+        "--balance",
+        action="store_true",
+        help="weight gender's loss so women and men weigh alike within each age band x race (UTKFace) and in LFW",
+    )
     args = parser.parse_args(argv)
 
     import keras
@@ -87,41 +108,80 @@ def main(argv: list[str] | None = None) -> None:
     data = Prepared.load(args.cache)
     train_index, val_index = data.split(False), data.split(True)
     print(f"train {len(train_index)} faces, validation {len(val_index)} faces (sha1 split)")
+    # One pool of training faces: UTKFace's, then (with --lfw) LFW's, which teach gender only.
+    images, keypoints = [data.images], [data.keypoints]
+    female = data.female[train_index].astype(np.float32)
+    age = np.minimum(data.age[train_index], MAX_AGE).astype(np.float32)
+    race = data.race[train_index].astype(np.int64)
+    has_age = np.ones(len(train_index), np.float32)
+    source = np.zeros(len(train_index), np.int64)
+    rows = train_index
+    cells = (age_band_index(age) * len(RACES) + race).astype(np.int64)
+    lfw = None
+    if args.lfw:
+        lfw = LFW.load(args.cache)
+        lfw_train, lfw_val = lfw.split(False), lfw.split(True)
+        print(f"LFW: train {len(lfw_train)} photos, validation {len(lfw_val)} photos (split by person)")
+        images.append(lfw.images)
+        keypoints.append(lfw.keypoints)
+        n = len(lfw_train)
+        female = np.concatenate([female, lfw.female[lfw_train].astype(np.float32)])
+        age = np.concatenate([age, np.zeros(n, np.float32)])
+        race = np.concatenate([race, np.zeros(n, np.int64)])
+        has_age = np.concatenate([has_age, np.zeros(n, np.float32)])
+        source = np.concatenate([source, np.ones(n, np.int64)])
+        rows = np.concatenate([rows, lfw_train])
+        cells = np.concatenate([cells, np.full(n, cells.max() + 1)])
+    gender_weight = gender_balance(female.astype(np.int8), cells) if args.balance else np.ones(len(rows), np.float32)
+    gender_weight *= np.where(has_age * (age < 10) > 0, args.child_weight, 1.0).astype(np.float32)
+    # No weights at all unless asked: the runs recorded before these options then repeat bit for bit.
+    weighted = args.lfw or args.balance or args.child_weight != 1.0
+    pool = np.arange(len(rows))
 
     class TrainBatches(keras.utils.PyDataset):
         def __init__(self) -> None:
             super().__init__(workers=1, use_multiprocessing=False)
             self.epoch = 0
-            self.order = train_index
+            self.order = pool
 
         def __len__(self) -> int:
-            return math.ceil(len(train_index) / args.batch)
+            return math.ceil(len(pool) / args.batch)
 
         def on_epoch_end(self) -> None:
             self.epoch += 1
-            self.order = np.random.default_rng([args.seed, self.epoch]).permutation(train_index)
+            self.order = np.random.default_rng([args.seed, self.epoch]).permutation(pool)
 
         def __getitem__(self, i: int):
             rng = np.random.default_rng([args.seed, self.epoch, i])
             batch = self.order[i * args.batch : (i + 1) * args.batch]
             x = np.stack(
-                [augmented_crop(data.images[j], data.keypoints[j], args.size, rng, args.robust) for j in batch]
+                [
+                    augmented_crop(
+                        images[source[j]][rows[j]],
+                        keypoints[source[j]][rows[j]],
+                        args.size,
+                        rng,
+                        args.robust,
+                        args.context,
+                    )
+                    for j in batch
+                ]
             )
             x = x.astype(np.float32)
-            y = targets(data, batch)
+            y = {
+                "gender": female[batch][:, None],
+                "age": np.concatenate([age_distribution(age[batch]), age[batch][:, None]], axis=1),
+                "race": race[batch],
+            }
             if teacher is not None:
                 # Distillation through the targets: the losses already take soft labels.
                 out = teacher(x, training=False)
                 w = args.teacher_weight
                 y["gender"] = (1 - w) * y["gender"] + w * tf.sigmoid(out["gender"]).numpy()
                 y["age"][:, :-1] = (1 - w) * y["age"][:, :-1] + w * tf.nn.softmax(out["age"]).numpy()
-            # No weights at all unless asked: the runs recorded before this option then repeat
-            # bit for bit.
-            if args.child_weight == 1.0:
+            if not weighted:
                 return x, y
-            ones = np.ones(len(batch), np.float32)
-            children = np.where(data.age[batch] < 10, args.child_weight, 1.0).astype(np.float32)
-            return x, y, {"gender": children, "age": ones, "race": ones}
+            return x, y, {"gender": gender_weight[batch], "age": has_age[batch], "race": has_age[batch]}
 
     def age_loss(y_true, y_pred):
         dist, age = y_true[:, :-1], y_true[:, -1]
@@ -146,17 +206,37 @@ def main(argv: list[str] | None = None) -> None:
         },
         loss_weights={"gender": 1.0, "age": 0.5, "race": 0.2},
     )
-    val_x = aligned_crops(data, val_index, args.size).astype(np.float32)
+    val_x = aligned_crops(data, val_index, args.size, args.context).astype(np.float32)
     val_age, val_female = data.age[val_index], data.female[val_index]
+    lfw_x = None
+    if lfw is not None:
+        lfw_x = aligned_crops(lfw, lfw_val, args.size, args.context).astype(np.float32)
+        lfw_female = lfw.female[lfw_val]
+
+    def women_men(logits: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+        right = (logits > 0) == (truth == 1)
+        return float(right[truth == 1].mean()), float(right[truth == 0].mean())
 
     class ValidationFigures(keras.callbacks.Callback):
+        """Per epoch: UTKFace validation gender and age, and the women/men gap, on UTKFace and on
+        LFW's held-out people (real photos): a gender skew is watched, not found afterwards."""
+
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             out = self.model.predict(val_x, batch_size=256, verbose=0)
             accuracy = float(((out["gender"][:, 0] > 0) == (val_female == 1)).mean())
             probs = tf.nn.softmax(out["age"]).numpy()
             mae = float(np.abs(probs @ np.arange(MAX_AGE + 1) - val_age).mean())
             logs["val_gender_accuracy"], logs["val_age_mae"] = accuracy, mae
-            print(f"  epoch {epoch + 1}: validation gender accuracy {accuracy:.4f}, age MAE {mae:.3f}")
+            women, men = women_men(out["gender"][:, 0], val_female)
+            logs["val_women"], logs["val_men"] = women, men
+            line = f"  epoch {epoch + 1}: validation gender {accuracy:.4f} (women {women:.3f}, men {men:.3f})"
+            line += f", age MAE {mae:.3f}"
+            if lfw_x is not None:
+                lfw_out = self.model.predict(lfw_x, batch_size=256, verbose=0)["gender"][:, 0]
+                lfw_women, lfw_men = women_men(lfw_out, lfw_female)
+                logs["lfw_women"], logs["lfw_men"] = lfw_women, lfw_men
+                line += f"; LFW women {lfw_women:.3f}, men {lfw_men:.3f}"
+            print(line)
 
     args.run.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -35,12 +35,15 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.hstack([rotation, shift[:, None]])
 
 
-def face_transform(keypoints: np.ndarray, size: int = FACE_SIZE, jitter: np.ndarray | None = None) -> np.ndarray:
+def face_transform(
+    keypoints: np.ndarray, size: int = FACE_SIZE, jitter: np.ndarray | None = None, context: float = 1.0
+) -> np.ndarray:
     """Frame → crop transform for one face's (6, 2) BlazeFace keypoints.
 
     `jitter` (training augmentation) is (angle_degrees, log_scale, shift_x, shift_y), shifts as a
-    fraction of the crop; it perturbs the template so augmentation stays in the aligned frame."""
-    dst = TEMPLATE * size
+    fraction of the crop; it perturbs the template so augmentation stays in the aligned frame.
+    `context` > 1 widens the view about the crop's centre by that factor (more hair, ears, chin)."""
+    dst = ((TEMPLATE - 0.5) / context + 0.5) * size
     if jitter is not None:
         angle, log_scale, dx, dy = jitter
         centre = (size / 2, size / 2)
@@ -57,10 +60,14 @@ def template_keypoints(width: int, height: int) -> np.ndarray:
 
 
 def align_face(
-    image: np.ndarray, keypoints: np.ndarray, size: int = FACE_SIZE, jitter: np.ndarray | None = None
+    image: np.ndarray,
+    keypoints: np.ndarray,
+    size: int = FACE_SIZE,
+    jitter: np.ndarray | None = None,
+    context: float = 1.0,
 ) -> np.ndarray:
     """The aligned `size`×`size` BGR crop of the face with these keypoints."""
-    return warp_to_crop(image, face_transform(keypoints, size, jitter), size)
+    return warp_to_crop(image, face_transform(keypoints, size, jitter, context), size)
 
 
 def warp_to_crop(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
