@@ -120,10 +120,14 @@ def figures(predictions: list[Prediction], margin: float) -> dict[str, tuple[int
         out[f"{truth[female]}: judged"] = (len(mine), sum(p.female == female for p in predictions))
     by_band = defaultdict(list)
     for p in judged:
-        by_band[p.band].append(p.gender(margin) == truth[p.female])
+        by_band[p.band, p.female].append(p.gender(margin) == truth[p.female])
     for band in FAIRFACE_BANDS:
-        out[f"band {band}: gender right of judged"] = _share(by_band[band])
-    out["children 0-9: gender right of judged"] = _share(x for band in CHILDREN for x in by_band[band])
+        out[f"band {band}: gender right of judged"] = _share(by_band[band, True] + by_band[band, False])
+        out[f"band {band}: women / men"] = _share(by_band[band, True])
+        out[f"band {band}: men"] = _share(by_band[band, False])
+    out["children 0-9: gender right of judged"] = _share(
+        x for band in CHILDREN for female in (True, False) for x in by_band[band, female]
+    )
     out["children 0-9: gender right of all"] = _share(
         p.gender(margin) == truth[p.female] for p in predictions if p.band in CHILDREN
     )
@@ -139,7 +143,11 @@ def report(predictions: list[Prediction], margin: float) -> str:
     women, men = f["female: right of judged"], f["male: right of judged"]
     gap = 100 * (men[0] / max(men[1], 1) - women[0] / max(women[1], 1))
     lines = [f"fairface-dev: {len(predictions)} photos, gender margin {margin} (not sure within it of 0.5)"]
-    lines += [f"  {name:<40} {_pct(value)}" for name, value in f.items()]
+    for name, value in f.items():
+        if name.endswith(": men"):
+            lines[-1] += f"  / {_pct(value)}"
+        else:
+            lines.append(f"  {name:<40} {_pct(value)}")
     lines.append(f"  {'men minus women (right of judged)':<40} {gap:+5.1f} points")
     return "\n".join(lines)
 
