@@ -36,10 +36,15 @@ def augmented_crop(
     jitter = np.array([rng.uniform(-12, 12), rng.normal(0, 0.08), rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05)])
     crop = align_face(image, keypoints, size, jitter, context)
     if robust:
+        # Masks and sunglasses are drawn on the face's own framing: the crop's centre when it has
+        # `context` around the face.
+        inner = round(size / context)
+        at = (size - inner) // 2
+        face = crop[at : at + inner, at : at + inner]
         if rng.random() < MASKED * robust:
-            crop = surgical_mask(crop, rng)
+            face[:] = surgical_mask(face, rng)
         elif rng.random() < SUNGLASSES * robust:
-            crop = sunglasses(crop, rng)
+            face[:] = sunglasses(face, rng)
         # After the occlusion, which turns with the head.
         if rng.random() < TURNED * robust:
             crop = turned_head(crop, rng, yaw=float(rng.uniform(10, 45)))
@@ -56,7 +61,7 @@ def augmented_crop(
         crop = low_light(crop, rng)
     if rng.random() < 0.35:
         # A face seen at 14..40 px, upsampled back: what a CCTV camera's far faces look like.
-        low = int(rng.integers(14, 41))
+        low = round(int(rng.integers(14, 41)) * context)
         small = cv2.resize(crop, (low, low), interpolation=cv2.INTER_AREA)
         crop = cv2.resize(small, (size, size), interpolation=cv2.INTER_LINEAR)
     elif rng.random() < 0.2:
