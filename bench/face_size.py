@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             scale = width / float(f.widths.max())
             small = cv2.resize(face, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-            estimate = model(align_face(small, f.keypoints[0] * scale, model.size))
+            estimate = model(align_face(small, f.keypoints[0] * scale, model.size, context=model.context))
             correct.append((estimate.p_female >= 0.5) == is_female)
             errors.append(abs(estimate.age - true_age))
         print(f"{width:>6} px   {np.mean(correct):14.1%}   {np.mean(errors):6.2f} y")

@@ -120,7 +120,7 @@ def evaluate(faces: int, seed: int, model_path: Path | None, data: Path, jitter_
             rng = np.random.default_rng([seed, c, i])
             if name == JITTER:
                 kp = jitter_keypoints(kp, rng)
-            crop = align_face(image, kp, model.size)
+            crop = align_face(image, kp, model.size, context=model.context)
             if corruption is not None:
                 crop = corruption(crop, rng)
             estimate = model(crop)

@@ -18,7 +18,7 @@ import numpy as np
 from conversion.augment import augmented_crop
 from conversion.data import DEFAULT_CACHE, RACES, Prepared, age_band_index
 from conversion.lfw import LFW
-from edge.vision.align import align_face
+from edge.vision.align import align_face, context_of
 from edge.wire.contract import MAX_AGE
 
 
@@ -31,8 +31,9 @@ def age_distribution(age: np.ndarray) -> np.ndarray:
     return (dist / dist.sum(1, keepdims=True)).astype(np.float32)
 
 
-def aligned_crops(data: Prepared | LFW, index: np.ndarray, size: int, context: float = 1.0) -> np.ndarray:
+def aligned_crops(data: Prepared | LFW, index: np.ndarray, size: int) -> np.ndarray:
     """Plain (un-augmented) aligned crops, as the runtime makes them."""
+    context = context_of(size)
     return np.stack([align_face(data.images[i], data.keypoints[i], size, context=context) for i in index])
 
 
@@ -56,9 +57,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run", type=Path, required=True, help="output folder for this training run")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--epochs", type=int, default=45)
-    parser.add_argument("--size", type=int, default=64, help="face crop size in pixels")
     parser.add_argument(
-        "--context", type=float, default=1.0, help="view this much wider than UTKFace's framing (hair, ears)"
+        "--size",
+        type=int,
+        default=64,
+        help="crop size in pixels; the face spans 64 of them, so a larger crop sees more around it (hair, ears)",
     )
     parser.add_argument("--width", type=float, default=1.0, help="channel multiplier")
     parser.add_argument("--batch", type=int, default=128)
@@ -162,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
                         args.size,
                         rng,
                         args.robust,
-                        args.context,
+                        context_of(args.size),
                     )
                     for j in batch
                 ]
@@ -206,11 +209,11 @@ def main(argv: list[str] | None = None) -> None:
         },
         loss_weights={"gender": 1.0, "age": 0.5, "race": 0.2},
     )
-    val_x = aligned_crops(data, val_index, args.size, args.context).astype(np.float32)
+    val_x = aligned_crops(data, val_index, args.size).astype(np.float32)
     val_age, val_female = data.age[val_index], data.female[val_index]
     lfw_x = None
     if lfw is not None:
-        lfw_x = aligned_crops(lfw, lfw_val, args.size, args.context).astype(np.float32)
+        lfw_x = aligned_crops(lfw, lfw_val, args.size).astype(np.float32)
         lfw_female = lfw.female[lfw_val]
 
     def women_men(logits: np.ndarray, truth: np.ndarray) -> tuple[float, float]:

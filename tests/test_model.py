@@ -35,7 +35,7 @@ def test_estimates_on_fixture_faces(faces, analyzer):
 
 def test_flip_averages_the_mirror_image(faces):
     plain, flipped = AgeGenderModel(flip=False), AgeGenderModel(flip=True)
-    crop = align_face(faces[2], template_keypoints(200, 200), plain.size)
+    crop = align_face(faces[2], template_keypoints(200, 200), plain.size, context=plain.context)
     mirror = np.ascontiguousarray(crop[:, ::-1])
     expected = (plain(crop).p_female + plain(mirror).p_female) / 2
     assert abs(flipped(crop).p_female - expected) < 1e-6

@@ -52,6 +52,13 @@ def face_transform(
     return similarity_transform(keypoints[list(ALIGN_KEYPOINTS)].astype(np.float64), dst)
 
 
+def context_of(size: int) -> float:
+    """How much wider than UTKFace's framing a model with a `size`-pixel input looks: the face
+    itself always spans FACE_SIZE pixels of its framing, so a larger input sees more around it
+    (hair, ears, chin), not the same face in more pixels."""
+    return size / FACE_SIZE
+
+
 def template_keypoints(width: int, height: int) -> np.ndarray:
     """Keypoints of a face that fills an image the way UTKFace's aligned crops do (`--assume-face`)."""
     keypoints = np.zeros((6, 2), np.float32)

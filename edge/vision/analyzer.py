@@ -262,7 +262,7 @@ class Analyzer:
 
     def estimate(self, image: np.ndarray, keypoints: np.ndarray) -> AgeGender:
         with self.times.stage("align"):
-            crop = align_face(image, keypoints, self.classifier.size)
+            crop = align_face(image, keypoints, self.classifier.size, context=self.classifier.context)
         with self.times.stage("classify"):
             return self.classifier(crop)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.vision.align import context_of
 from edge.vision.model_files import AGE_GENDER_MODEL, model_path
 from edge.vision.runtime import TFLiteModel
 from edge.wire.contract import MAX_AGE, age_band, gender_of
@@ -37,6 +38,7 @@ class AgeGenderModel:
     def __init__(self, path: str | Path | None = None, num_threads: int = 1, flip: bool = True) -> None:
         self.net = TFLiteModel(path or model_path(AGE_GENDER_MODEL), num_threads=num_threads)
         self.size = self.net.input_shape[1]
+        self.context = context_of(self.size)
         self.flip = flip
         self._bins = np.arange(MAX_AGE + 1, dtype=np.float32)
         gender_output = [i for i, shape in enumerate(self.net.output_shapes) if shape[-1] == 1]
