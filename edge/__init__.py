@@ -4,6 +4,7 @@ The package is layered, and imports only run downwards:
 
     edge.cli      one module per `aicctv` command; each imports what it needs when it runs
     edge.daemon   the device: hourly tally, local SQLite log, MQTT uplink
+    edge.aim      `aicctv edge aim`'s live preview: frame loop, drawing, localhost server
     edge.vision   frames in, faces and visitors out: source, detect, align, classify, track
     edge.wire     what the edge and central both speak: contract, MQTT, settings, SQLite, export
 

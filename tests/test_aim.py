@@ -21,6 +21,9 @@ import numpy as np
 import pytest
 from conftest import background, place
 
+from edge.aim import draw
+from edge.aim.server import local_host_header
+from edge.aim.summary import Recent, summarize
 from edge.cli import aim
 from edge.cli.main import main
 from edge.vision.zones import Zones
@@ -210,10 +213,10 @@ def noise(width: int = 200, height: int = 160) -> np.ndarray:
 def test_pixelate_leaves_large_uniform_blocks_over_the_face_only():
     image = noise()
     box = (50, 40, 150, 140)
-    out = aim.pixelate(image, [box], margin=0.0)
+    out = draw.pixelate(image, [box], margin=0.0)
     face = out[40:140, 50:150]
     colours = {tuple(p) for p in face.reshape(-1, 3)}
-    assert len(colours) <= (aim.BLOCKS_ACROSS + 1) ** 2
+    assert len(colours) <= (draw.BLOCKS_ACROSS + 1) ** 2
     # Each block is one colour: a 20 px block at the box's corner has no variance.
     assert face[:20, :20].reshape(-1, 3).std(axis=0).max() == 0
     outside = np.ones(image.shape[:2], bool)
@@ -224,24 +227,24 @@ def test_pixelate_leaves_large_uniform_blocks_over_the_face_only():
 
 def test_pixelate_grows_the_box_and_clips_it_to_the_frame():
     image = noise()
-    out = aim.pixelate(image, [(-20, -20, 40, 40)])
+    out = draw.pixelate(image, [(-20, -20, 40, 40)])
     assert not np.array_equal(out[40:45, 0:40], image[40:45, 0:40]), "the margin below the box is covered"
     assert np.array_equal(out[100:, 100:], image[100:, 100:])
 
 
 def test_face_colours_follow_min_classify():
-    assert aim.face_colour(48, 48) == aim.GREEN
-    assert aim.face_colour(47.9, 48) == aim.RED
+    assert draw.face_colour(48, 48) == draw.GREEN
+    assert draw.face_colour(47.9, 48) == draw.RED
 
 
 def test_draw_faces_outlines_by_size_and_labels_the_width():
     image = np.full((200, 300, 3), 128, np.uint8)
-    out = aim.draw_faces(image, [(20, 60, 80, 120), (200, 100, 220, 120)], min_classify=40)
-    assert tuple(out[90, 20]) == aim.GREEN  # the big face's left edge
-    assert tuple(out[110, 200]) == aim.RED  # the small one's
+    out = draw.draw_faces(image, [(20, 60, 80, 120), (200, 100, 220, 120)], min_classify=40)
+    assert tuple(out[90, 20]) == draw.GREEN  # the big face's left edge
+    assert tuple(out[110, 200]) == draw.RED  # the small one's
     assert np.array_equal(image, np.full((200, 300, 3), 128, np.uint8))
-    scaled = aim.draw_faces(image, [(40, 120, 160, 240)], min_classify=40, scale=0.5)
-    assert tuple(scaled[90, 20]) == aim.GREEN
+    scaled = draw.draw_faces(image, [(40, 120, 160, 240)], min_classify=40, scale=0.5)
+    assert tuple(scaled[90, 20]) == draw.GREEN
 
 
 def near(pixel: np.ndarray, colour: tuple[int, int, int], tolerance: int = 40) -> bool:
@@ -257,37 +260,37 @@ def test_draw_zones_outlines_include_shades_exclude_and_points_inside():
         entry_line="0.0,0.5 1.0,0.5",
         entry_inside="0.5,0.1",
     )
-    out = aim.draw_zones(image, zones)
+    out = draw.draw_zones(image, zones)
     assert out[170, 150].mean() < 120  # shaded
-    assert near(out[60, 20], aim.INCLUDE_COLOUR)  # the include outline's left side, x = 0.1
-    assert near(out[100, 10], aim.LINE_COLOUR)
+    assert near(out[60, 20], draw.INCLUDE_COLOUR)  # the include outline's left side, x = 0.1
+    assert near(out[100, 10], draw.LINE_COLOUR)
     # The arrow leaves the line's middle towards the inside (up), not away from it.
-    assert near(out[90, 100], aim.LINE_COLOUR) and not near(out[110, 100], aim.LINE_COLOUR)
-    assert np.array_equal(aim.draw_zones(image, Zones()), image)
+    assert near(out[90, 100], draw.LINE_COLOUR) and not near(out[110, 100], draw.LINE_COLOUR)
+    assert np.array_equal(draw.draw_zones(image, Zones()), image)
 
 
 def test_render_pixelates_before_drawing_unless_told_not_to():
     image = noise(400, 300)
     box = np.array([100, 100, 200, 200], np.float32)
-    hidden = aim.render(image, [box], Zones(), 24, "1 face", hide_faces=True)
-    shown = aim.render(image, [box], Zones(), 24, "1 face", hide_faces=False)
+    hidden = draw.render(image, [box], Zones(), 24, "1 face", hide_faces=True)
+    shown = draw.render(image, [box], Zones(), 24, "1 face", hide_faces=False)
     inner = (slice(130, 170), slice(130, 170))
     assert detail(hidden[inner]) < 0.05 * detail(image[inner])
     assert np.array_equal(shown[inner], image[inner])
-    small = aim.render(noise(1920, 1080), [], Zones(), 24, "no faces", max_width=960)
+    small = draw.render(noise(1920, 1080), [], Zones(), 24, "no faces", max_width=960)
     assert small.shape[:2] == (540, 960)
 
 
 def test_summary_text():
-    assert aim.summarize([[52, 60, 20], [50]], 24).text() == "3 faces, median 51 px, 1 too small (< 24 px)"
-    assert aim.summarize([[80]], 24).text() == "1 face, median 80 px, none too small"
-    assert aim.summarize([[], []], 24).text().startswith("no faces")
-    assert aim.summarize([], 24).text() == "waiting for frames"
-    assert aim.summarize([[52, 20]], 24).to_json()["too_small"] == 1
+    assert summarize([[52, 60, 20], [50]], 24).text() == "3 faces, median 51 px, 1 too small (< 24 px)"
+    assert summarize([[80]], 24).text() == "1 face, median 80 px, none too small"
+    assert summarize([[], []], 24).text().startswith("no faces")
+    assert summarize([], 24).text() == "waiting for frames"
+    assert summarize([[52, 20]], 24).to_json()["too_small"] == 1
 
 
 def test_the_summary_covers_the_last_few_seconds():
-    recent = aim.Recent(min_classify=24, window_s=3.0)
+    recent = Recent(min_classify=24, window_s=3.0)
     recent.add(0.0, [100, 110, 120])
     recent.add(1.0, [10])
     assert recent.summary(2.0).faces == 3
@@ -303,5 +306,5 @@ def test_listen_addresses():
         assert aim.is_loopback(loopback)
     for other in ("0.0.0.0", "192.168.1.5", "::", "shop-1.local"):
         assert not aim.is_loopback(other)
-    assert aim.local_host_header("127.0.0.1:9000") and aim.local_host_header("[::1]:8081")
-    assert not aim.local_host_header("127.0.0.1.evil.example") and not aim.local_host_header("")
+    assert local_host_header("127.0.0.1:9000") and local_host_header("[::1]:8081")
+    assert not local_host_header("127.0.0.1.evil.example") and not local_host_header("")

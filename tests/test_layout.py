@@ -1,4 +1,5 @@
-"""The house rules: imports run one way (cli → daemon → vision → wire; central → wire), the wire
+"""The house rules: imports run one way (cli → daemon → vision → wire; cli → aim → vision; central →
+wire), no module of ours imports itself through others, a command's module stays a thin skin, the wire
 contract loads without the vision stack, a central-only install works without OpenCV, and the
 documented defaults files are what the settings' declarations say."""
 
@@ -24,11 +25,14 @@ ALLOWED = {
     "edge.wire": {"edge.wire"},
     "edge.vision": {"edge.vision", "edge.wire"},
     "edge.daemon": {"edge.daemon", "edge.vision", "edge.wire"},
+    "edge.aim": {"edge.aim", "edge.vision", "edge.wire"},
     "central": {"central", "edge.wire"},
     "bench": {"bench", "edge", "central", "conversion"},
     "conversion": {"conversion", "edge.vision", "edge.wire"},
 }
 OURS = ("edge", "central", "bench", "conversion", "tests")
+# A command's module parses, checks and calls; anything longer has grown work that belongs in a layer.
+CLI_MAX_LINES = 400
 
 
 def package_of(module: str) -> str:
@@ -60,11 +64,66 @@ def test_imports_run_one_way():
             continue
         for name in imports(path):
             # `from edge import x` names a package, not a layer: judge by what it reaches.
-            if name in ("edge", "edge.vision", "edge.daemon", "edge.wire", "edge.cli"):
+            if name in ("edge", "edge.vision", "edge.daemon", "edge.wire", "edge.cli", "edge.aim"):
                 continue
             if not any(name == a or name.startswith(a + ".") for a in allowed):
                 wrong.append(f"{path.relative_to(REPO)} imports {name}")
     assert not wrong, "\n".join(wrong)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Each module of ours and the modules of ours it imports (a name imported from a module
+    counts as that module)."""
+    paths = {module_name(p): p for top in OURS for p in (REPO / top).rglob("*.py")}
+
+    def module_of(name: str) -> str:
+        while name and name not in paths:
+            name = name.rpartition(".")[0]
+        return name
+
+    return {m: {module_of(n) for n in imports(p)} - {m, ""} for m, p in paths.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle, as the modules along it (the first repeated at the end); None if none."""
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(module: str) -> list[str] | None:
+        if module in path:
+            return [*path[path.index(module) :], module]
+        if module in done:
+            return None
+        path.append(module)
+        for name in sorted(graph.get(module, ())):
+            if cycle := visit(name):
+                return cycle
+        done.add(path.pop())
+        return None
+
+    return next((cycle for root in sorted(graph) if (cycle := visit(root))), None)
+
+
+def test_no_module_imports_itself_through_others():
+    """A cycle, even through an import inside a function, ties two modules into one: neither can be
+    understood, tested or moved to another layer alone."""
+    cycle = find_cycle(import_graph())
+    assert cycle is None, " → ".join(cycle)
+
+
+def test_find_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": set(), "c": {"c2"}, "c2": {"c"}}) == ["c", "c2", "c"]
+
+
+def test_each_command_module_is_a_thin_skin():
+    long = {
+        str(p.relative_to(REPO)): n
+        for p in (REPO / "edge" / "cli").glob("*.py")
+        if (n := len(p.read_text().splitlines())) > CLI_MAX_LINES
+    }
+    assert not long, f"over {CLI_MAX_LINES} lines: {long}; move the work into a layer below edge.cli"
 
 
 def test_central_never_imports_vision_or_the_daemon():

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.cli.stats import LogError, by_device, classified, hour_label, hours_between
+from edge.cli.records import by_device, classified, hour_label, hours_between
 from edge.wire.contract import HourlyRecord, hour_start, parse_hour
 
 # BGR. Colour-blind-safe pair (orange / blue, Okabe-Ito) for the genders.
@@ -141,5 +141,5 @@ def plot(records: Iterable[HourlyRecord], path: str | Path) -> tuple[int, int]:
     for i, (device, group) in enumerate(groups.items()):
         _panel(image, i * PANEL_H, device, group, first, slots)
     if not cv2.imwrite(str(path), image):
-        raise LogError(f"could not write the plot to {path}")
+        raise OSError(f"could not write the plot to {path}")
     return width, image.shape[0]

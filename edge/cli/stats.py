@@ -13,13 +13,14 @@ import logging
 import sqlite3
 import sys
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, tzinfo
+from datetime import tzinfo
 from pathlib import Path
 
 from central.config import POSTGRES_SCHEMES
 from edge.cli.common import EXIT_FAILED, hour_range_options
+from edge.cli.records import by_device, hour_label, hours_between
 from edge.wire.config import ConfigError, redact
-from edge.wire.contract import AGE_BANDS, GENDERS, ContractError, HourlyRecord, parse_hour
+from edge.wire.contract import AGE_BANDS, GENDERS, ContractError, HourlyRecord
 from edge.wire.sqlite import decode_record, hourly_query
 
 log = logging.getLogger("aicctv.stats")
@@ -106,28 +107,8 @@ def _check_columns(where: object, columns: set[str]) -> None:
 # ---- tables --------------------------------------------------------------------------------
 
 
-def by_device(records: Iterable[HourlyRecord]) -> dict[str, list[HourlyRecord]]:
-    """Records grouped per device, each list ordered by hour."""
-    groups: dict[str, list[HourlyRecord]] = {}
-    for record in sorted(records, key=lambda r: (r.device, r.hour)):
-        groups.setdefault(record.device, []).append(record)
-    return groups
-
-
-def hour_label(hour: str, tz: tzinfo | None = None) -> str:
-    """'2026-01-05 09:00' in UTC, or the hour's local start in `tz` (09:30 in a half-hour zone)."""
-    if tz is None:
-        return hour[:10] + " " + hour[11:16]
-    return datetime.fromtimestamp(parse_hour(hour), UTC).astimezone(tz).strftime("%Y-%m-%d %H:%M")
-
-
 def zone_label(tz: tzinfo | None) -> str:
     return "UTC" if tz is None else str(getattr(tz, "key", tz))
-
-
-def hours_between(first: str, last: str) -> int:
-    """How many hours from the start of `first` to the end of `last`."""
-    return round((parse_hour(last) - parse_hour(first)) / 3600) + 1
 
 
 def _coverage_cell(coverage: float) -> str:
@@ -135,10 +116,6 @@ def _coverage_cell(coverage: float) -> str:
     # replay) is not nothing, so it shows as <1% rather than 0%.
     percent = "<1%" if 0 < coverage < 0.01 else f"{int(coverage * 100)}%"
     return percent + (PARTIAL_MARK if coverage < 1 else " ")
-
-
-def classified(record: HourlyRecord, gender: str) -> int:
-    return sum(record.counts[gender].values())
 
 
 def _row(label: str, visitors: int, coverage: float, dwell_s: float, counts: dict[str, dict[str, int]]) -> list[str]:
@@ -232,7 +209,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
                 raise ConfigError(needs) from None
             width, height = plot(records, args.plot)
             print(f"\nplot: {args.plot} ({width}x{height})")
-    except LogError as exc:
+    except (LogError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return 0
