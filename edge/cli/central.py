@@ -47,7 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config, places = central_setup(args)
     if args.print_config:
-        print(render(config))
+        print(redact(render(config)))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     subscriber = Subscriber(config, places)
@@ -95,7 +95,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config, places = central_setup(args)
     db = config.storage.db
     if args.print_config:
-        print(render(config))
+        print(redact(render(config)))
         return 0
     if not db.startswith(POSTGRES_SCHEMES) and not Path(db).is_file():
         raise ConfigError(f"no central log at {db}: pass the --db that `aicctv central run` writes (storage.db)")

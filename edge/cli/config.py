@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edge.daemon import config as edge_config
 from edge.daemon.config import EdgeConfig
-from edge.wire.config import document, load, render
+from edge.wire.config import document, load, redact, render
 
 KINDS = ("edge", "central")
 
@@ -84,7 +84,7 @@ def _check(args: argparse.Namespace, path: Path) -> int:
         return 1
     print(f"{args.file}: a valid {kind} configuration")
     if args.show:
-        print(render(config))
+        print(redact(render(config)))
     return 0
 
 

@@ -27,7 +27,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = edge_config(args)
     if args.print_config:
-        print(render(config))
+        print(redact(render(config)))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     daemon = EdgeDaemon(config, replay_start=args.replay_start, until_end=args.until_end)
