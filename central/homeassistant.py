@@ -16,6 +16,7 @@ calls from its connection thread (`on_connect`, `handles`) and its database thre
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -36,12 +37,19 @@ MANUFACTURER = "aicctv"
 MODEL = "aicctv edge camera"
 STATE_LEVELS = "ha/state"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+# What node_id appends: `_` and 10 hex digits of the id's SHA-256.
+_HASHED = re.compile(r".*_[0-9a-f]{10}")
 
 
 def node_id(device: str) -> str:
-    """The discovery topic's node id for a device: `aicctv_<id>`, `.` replaced (HA takes
-    `[A-Za-z0-9_-]` there). Stable: the same device always gets the same one."""
-    return "aicctv_" + _UNSAFE.sub("_", device)
+    """The discovery topic's node id for a device: `aicctv_<id>` (HA takes `[A-Za-z0-9_-]` there).
+    Stable, and one per device: an id that needs a character replaced (`shop.1`), or that looks
+    like a replaced one, also gets a hash of itself, so `shop.1` and `shop_1` stay two devices in
+    HA. Ids of letters, digits, `_` and `-` (the usual ones) keep their plain node id."""
+    safe = _UNSAFE.sub("_", device)
+    if safe == device and not _HASHED.fullmatch(device):
+        return f"aicctv_{device}"
+    return f"aicctv_{safe}_{hashlib.sha256(device.encode()).hexdigest()[:10]}"
 
 
 def band_key(band: str) -> str:

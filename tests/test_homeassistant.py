@@ -5,6 +5,7 @@ subscriber publishing them retained, the state, and again after HA's birth messa
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
@@ -39,12 +40,24 @@ def record(device: str, hour: str, female_20s: int, male_60s: int, unknown: int 
     return HourlyRecord(device, hour, female_20s + male_60s + unknown, counts, 3.0, 100, 1.0, 1, unknown)
 
 
+def test_node_ids_are_one_per_device():
+    """Replacing characters alone maps several ids to one node; so does an id that spells out
+    another's replacement and hash: every id keeps a node of its own."""
+    ids = ["shop.1", "shop_1", "shop-1", "a.b.c", "a_b.c", "a.b_c", "a_b_c", "Shop.1"]
+    ids.append(node_id("shop.1").removeprefix("aicctv_"))  # `shop_1_<hash of shop.1>` as an id
+    nodes = [node_id(device) for device in ids]
+    assert len(set(nodes)) == len(ids), dict(zip(ids, nodes, strict=True))
+    for node in nodes:
+        assert re.fullmatch(r"[A-Za-z0-9_-]+", node), node
+        assert node_id(ids[nodes.index(node)]) == node, "stable"
+
+
 def test_discovery_configs_follow_the_documented_conventions():
     configs = discovery_configs("aicctv", "homeassistant", "shop.1", "Shop one")
     # People in view, visitors today, last hour total, by gender (2) and by age band (7).
     assert len(configs) == 3 + 2 + len(AGE_BANDS)
     node = node_id("shop.1")
-    assert node == "aicctv_shop_1"
+    assert node.startswith("aicctv_shop_1_")
     for name, config in configs.items():
         _component, node_part, object_id, last = name.split("/")[1:]
         assert name.startswith("homeassistant/sensor/") and last == "config" and node_part == node
@@ -65,6 +78,11 @@ def test_discovery_configs_follow_the_documented_conventions():
     assert (
         configs[f"homeassistant/sensor/{node}/last_hour_age_60_plus/config"]["state_topic"] == "aicctv/shop.1/ha/state"
     )
+    # One node per device: `.` is replaced, yet `shop.1` and `shop_1` stay two devices in HA.
+    assert node_id("shop_1") == "aicctv_shop_1" and node_id("shop-1") == "aicctv_shop-1"
+    others = discovery_configs("aicctv", "homeassistant", "shop_1")
+    assert not set(others) & set(configs)
+    assert not {c["unique_id"] for c in others.values()} & {c["unique_id"] for c in configs.values()}
     # Stable: the same device, prefix and discovery prefix give the same topics and ids.
     again = discovery_configs("aicctv", "homeassistant", "shop.1")
     assert {k: v["unique_id"] for k, v in again.items()} == {k: v["unique_id"] for k, v in configs.items()}
