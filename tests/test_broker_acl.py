@@ -551,7 +551,9 @@ def test_rotate_hands_over_a_new_password(tmp_path):
     assert (tmp_path / "first").read_text() != (tmp_path / "second").read_text()
 
 
-@pytest.mark.parametrize("bad", ["a/b", "a+b", "#", "a b", "", "x" * 65, "central", "watch", "central-2", "watch-x"])
+@pytest.mark.parametrize(
+    "bad", ["a/b", "a+b", "#", "a b", "", "x" * 65, "central", "watch", "central-2", "watch-x", ".x", "_x", "-x", "x\n"]
+)
 def test_script_rejects_a_bad_device_id_with_one_line(broker, bad):
     users = [(broker.folder / name).read_bytes() for name in ("passwd", "dynamic-security.json")]
     done = script("add-device", bad, "--dir", str(broker.folder), "--out", str(broker.handover / "bad"))

@@ -386,3 +386,27 @@ def test_first_boot_overwrites_every_copy_of_the_password(tmp_path):
     # setup.sh runs it after provision, before deleting its own copy.
     setup = (FIRSTBOOT / "setup.sh").read_text()
     assert setup.index('"$SRC/deploy/provision"') < setup.index('forget-password" ') < setup.index('rm -f "$DIR/mqtt')
+
+
+@pytest.mark.parametrize("device", ["shop-1", "a", "Shop.1_b", "9" * 64, ".shop", "-shop", "_shop", "shop\n", "x" * 65])
+def test_provision_checks_device_ids_as_the_contract_does(tmp_path, device):
+    from edge.wire.contract import ContractError, check_device_id
+
+    try:
+        valid = check_device_id(device) == device
+    except ContractError:
+        valid = False
+    root = tmp_path / "root"
+    (root / "etc/aicctv").mkdir(parents=True)
+    shutil.copy(REPO / "deploy/edge.toml", root / "etc/aicctv/edge.toml")
+    result = run(PROVISION, "--root", root, f"--device-id={device}", check=False)
+    if valid:
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert (root / "etc/aicctv/edge.toml").read_bytes() == (REPO / "deploy/edge.toml").read_bytes()
+
+
+def test_provision_instance_takes_no_trailing_newline(tmp_path):
+    result = run(PROVISION, "--root", tmp_path, "--device-id", "x", "--instance", "door\n", check=False)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
