@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from edge.vision.zones import ZoneError, Zones
 from edge.wire.config import Check, ConfigError, setting
+from edge.wire.contract import MIN_FACE_RANGE
 
 
 def _check_zones(value: str, name: str) -> None:
@@ -48,8 +49,8 @@ class VisionConfig:
     )
     min_face: int = setting(
         40,
-        ge=8,
-        le=4096,
+        ge=MIN_FACE_RANGE[0],
+        le=MIN_FACE_RANGE[1],
         flag="--min-face",
         metavar="PX",
         help="smallest face width in pixels to look for; large frames are searched in windows to reach it",
