@@ -256,6 +256,9 @@ Payload = HourlyRecord | LiveCounts | ResyncRequest | Receipt
 
 # Opening hours are free text for the device (central parses them); a bound keeps payloads small.
 MAX_TEXT = 200
+# The smallest face a device can be set to look for, in pixels: the bounds of its vision.min_face
+# setting, declared here so that central checks a dashboard's value by the same numbers.
+MIN_FACE_RANGE = (8, 4096)
 
 
 @dataclass(frozen=True)
