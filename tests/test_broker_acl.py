@@ -133,7 +133,7 @@ def broker(tmp_path_factory):
     running = Broker(folder, tmp_path_factory.mktemp("handover"))
     for user in (A, B):
         running.add("add-device", user)
-    for user in ("central", CENTRAL_2, "watch"):
+    for user in ("central", CENTRAL_2, "watch", "web", "central-web"):
         running.add("add-user", user)
     running.start()
     yield running
@@ -520,7 +520,7 @@ def test_device_cannot_kick_another_device_off(broker):
 def test_broker_host_keeps_no_plain_text_password(broker):
     """The new password goes to the --out file only (0600), for the device; the broker host's
     folder holds hashes."""
-    for user in (A, B, "central", CENTRAL_2, "watch"):
+    for user in (A, B, "central", CENTRAL_2, "watch", "web", "central-web"):
         handed_over = broker.handover / f"{user}.password"
         assert handed_over.stat().st_mode & 0o777 == 0o600, user
         secret = handed_over.read_bytes().strip()
@@ -630,3 +630,113 @@ def test_settings_commands_come_from_central_only(broker):
     assert device.publish(t(A, "settings"), b"", retain=True) in ACCEPTED
     for client in (device, other, central):
         client.close()
+
+
+# --- the dashboard's user (aicctv central serve: settings from the Devices page) -----------------
+
+
+@pytest.mark.parametrize("user", ["web", "central-web"])  # central-web: the name the docs once gave it
+def test_web_user_sends_settings_and_reads_answers_only(broker, user):
+    """The dashboard may publish settings commands and read the devices' answers; it cannot join
+    central's shared subscription, read records or statuses, or forge receipts and resyncs."""
+    central = Client(broker, "central").connected()
+    central.subscribe(f"$share/aicctv-central/{DEFAULT_PREFIX}/+/hourly", f"{DEFAULT_PREFIX}/+/cmd/#")
+    web = Client(broker, user, tls=False).connected()
+    codes = web.subscribe(
+        f"$share/aicctv-central/{DEFAULT_PREFIX}/+/hourly",
+        f"$share/web/{DEFAULT_PREFIX}/+/settings",
+        f"{DEFAULT_PREFIX}/#",
+        t(A, "hourly"),
+        t(A, "status"),
+        f"{DEFAULT_PREFIX}/+/settings",
+    )
+    assert codes == [NOT_AUTHORIZED] * 5 + [1]
+    forged = marker()
+    for name in (t(A, "cmd/receipt"), t(A, "cmd/resync"), t(A, "hourly"), t(A, "status"), t(A, "settings")):
+        assert web.publish(name, forged) == NOT_AUTHORIZED, name
+    assert web.publish("homeassistant/sensor/x/config", forged) == NOT_AUTHORIZED
+    command = marker()
+    assert web.publish(t(A, "cmd/settings"), command) in ACCEPTED
+    device = Client(broker, A).connected()
+    records, answer = [marker() for _ in range(4)], marker()
+    for record in records:
+        assert device.publish(t(A, "hourly"), record) in ACCEPTED
+    assert device.publish(t(A, "settings"), answer) in ACCEPTED
+    wait_until(lambda: web.received(t(A, "settings"), answer), 10, "the device's answer at the dashboard")
+    # Every record reached central (none taken by the dashboard), and the dashboard saw none.
+    wait_until(lambda: len(central.received(t(A, "hourly"))) == len(records), 10, "every record at central")
+    assert central.received(t(A, "cmd/settings")) == [command]
+    assert [m for m in central.messages if m[1] == forged] == []
+    assert web.received(t(A, "hourly")) == []
+    for client in (device, web, central):
+        client.close()
+
+
+def dashboard(broker, tmp_path, user: str, password: str | None = None):
+    """A real dashboard (uvicorn) whose settings go to the shipped broker as `user`, over the
+    loopback listener as on the central host."""
+    from central.config import hash_secret
+    from tests.test_settings import Server
+
+    secret = broker.password(user) if password is None else password
+    url = f"mqtt://{user}:{secret}@127.0.0.1:{broker.local_port}"
+    return Server(str(tmp_path / "central.db"), url, password_hash=hash_secret("owner-pw"))
+
+
+def post(server, device: str, **form: str) -> tuple[int, str]:
+    from tests.test_settings import basic
+
+    headers = {"Authorization": basic("owner", "owner-pw"), "Origin": server.url}
+    return server.request("/settings", {"device": device, **form}, headers)
+
+
+def test_simultaneous_settings_posts_all_reach_the_device(broker, tmp_path):
+    """Each POST used to connect as the dashboard's user; the broker makes the user name the
+    client id, so simultaneous posts disconnected each other (a 500, a command never sent)."""
+    from edge.wire.contract import Settings, SettingsState, decode, encode
+
+    device = Client(broker, A).connected()
+    device.subscribe(t(A, "cmd/settings"))
+
+    def answer(_client, _userdata, message) -> None:  # what the device does: apply, then say so
+        device.messages.append((message.topic, message.payload, message.retain))
+        if message.payload:
+            command = decode(Settings, message.payload)
+            state = SettingsState(A, command.issued, True, "", False, 40, command.opening_hours)
+            device.client.publish(t(A, "settings"), encode(state), qos=1, retain=True)
+
+    device.client.on_message = answer
+    posts = 8
+    results: list[tuple[int, str]] = []
+    with dashboard(broker, tmp_path, "web") as server:
+        start = threading.Barrier(posts)
+
+        def one(i: int) -> None:
+            start.wait()
+            results.append(post(server, A, opening_hours=f"mon-fri 09:00-1{i}:00"))
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(posts)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert sorted(status for status, _ in results) == [200] * posts, results
+    assert all("applied by the device" in page for _, page in results), results
+    sent = sorted(decode(Settings, p).opening_hours for _, p, _ in device.messages if p)
+    assert sent == [f"mon-fri 09:00-1{i}:00" for i in range(posts)]
+    for name in (t(A, "cmd/settings"), t(A, "settings")):  # no retained messages for the other tests
+        Client(broker, "central").connected().publish(name, b"", retain=True)
+    device.close()
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "said"),
+    [
+        ("web", "wrong-password", "no connection to mqtt://web@127.0.0.1"),
+        ("watch", None, "the broker refused the command: Not authorized"),
+    ],
+)
+def test_a_settings_post_the_broker_does_not_take_is_a_clear_503(broker, tmp_path, user, password, said):
+    with dashboard(broker, tmp_path, user, password) as server:
+        status, page = post(server, A, paused="on")
+    assert status == 503 and "not sent: " in page and said in page, page

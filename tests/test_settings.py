@@ -218,10 +218,11 @@ def test_the_page_form_posts_settings_with_the_credential_only(broker, tmp_path,
             status, page = server.request("/settings", {**form, "min_face": "four"}, good)
             assert status == 400 and "vision.min_face" in page
             assert commands.messages == [], "nothing refused reaches the broker"
-            # Out of bounds: the device checks it like its config file, refuses it, and says why.
-            status, page = server.request("/settings", {**form, "min_face": "4"}, good)
-            assert status == 200 and "must be between 8 and 4096" in page, page
-            assert not device.paused
+            # Out of the device's bounds: refused here, never retained for the device to refuse.
+            for value in ("4", "7", "4097", "100000"):
+                status, page = server.request("/settings", {**form, "min_face": value}, good)
+                assert status == 400 and f"vision.min_face = {value}: must be between 8 and 4096" in page, page
+            assert commands.messages == [] and not device.paused
             with caplog.at_level("INFO", logger="aicctv.web"):
                 status, page = server.request("/settings", form, good)
             assert status == 200 and "applied by the device" in page, page

@@ -133,6 +133,7 @@ class Dashboard:
         self.config = config
         self.places = queries.config_places(config, places)
         self.reader = reader
+        self.publisher = settings.Publisher(config.mqtt)
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, trim_blocks=True, lstrip_blocks=True
         )
@@ -340,7 +341,7 @@ class Dashboard:
     async def settings_post(self, request: Request) -> Response:
         """POST /settings from the Devices page (central/web/settings.py)."""
         web = self.config.web
-        status, message = await settings.post(request, self.config.mqtt, bool(web.password_hash or web.token_hash))
+        status, message = await settings.post(request, self.publisher, bool(web.password_hash or web.token_hash))
         title = "Settings sent" if status == 200 else "Settings not sent"
         return self.page("settings.html", "devices", title, status=status, message=message)
 
@@ -569,6 +570,7 @@ def create_app(config: CentralConfig, places: Places, db: str | None = None) -> 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         reader.close()
+        dashboard.publisher.close()
 
     app = Starlette(routes=dashboard.routes(), lifespan=lifespan)
     app.state.dashboard = dashboard

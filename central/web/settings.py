@@ -14,10 +14,12 @@ back) and waits a few seconds for the device's answer on `<prefix>/<device>/sett
 - each change is logged with who made it (the basic user name, or "bearer token") and from where,
   never the credential.
 
-The web server connects to the broker with central's [mqtt] settings and the client id
-`<mqtt.client_id>-web`. On the aicctv broker (which uses the user name as client id) give
-`aicctv central serve` a user of its own, e.g. `aicctv-broker add-user central-web`, through
-AICCTV_MQTT_USERNAME and AICCTV_MQTT_PASSWORD_FILE, or it would take over the subscriber's session.
+The dashboard keeps one broker connection (`Publisher`), opened at the first POST and shared by
+every request after it: on the aicctv broker the client id is the user name, so a connection per
+request would disconnect the one before it. It connects with central's [mqtt] settings as a user
+of its own with the broker's `web` role, which may publish settings commands and read the devices'
+answers and nothing else (deploy/mosquitto/README.md): `aicctv-broker add-user web`, given to
+`aicctv central serve` through AICCTV_MQTT_USERNAME and AICCTV_MQTT_PASSWORD_FILE.
 """
 
 from __future__ import annotations
@@ -26,31 +28,34 @@ import base64
 import logging
 import threading
 import time
-import uuid
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import anyio.to_thread
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 from starlette.requests import Request
 
 from central.config import CentralMqttSection
 from central.localtime import check_opening_hours
-from edge.wire.config import ConfigError
+from edge.wire.config import ConfigError, check_within
 from edge.wire.contract import (
+    MIN_FACE_RANGE,
     ContractError,
     Settings,
     SettingsState,
     check_device_id,
     decode,
     encode,
+    parse_topic,
     topic,
 )
+from edge.wire.mqtt import Connection
 
 log = logging.getLogger("aicctv.web")
 
 ANSWER_WAIT_S = 3.0
+CONNECT_WAIT_S = 5.0
+PUBLISH_WAIT_S = 10.0
 
 
 class Refused(Exception):
@@ -72,12 +77,16 @@ def parse_form(form: Any, now: float) -> tuple[str, Settings]:
     text = str(form.get("min_face", "")).strip()
     min_face = None
     if text:
-        # Only the form is checked here (central knows no vision settings): the device checks the
-        # value exactly like its config file and answers, and the page shows that answer.
+        # The device checks the value like its config file again (with its other settings); the
+        # bounds are checked here as well, so a value it must refuse is never retained for it.
         try:
             min_face = int(text)
         except ValueError:
             raise Refused(f"vision.min_face = {text!r}: expected pixels", 400) from None
+        try:
+            check_within(min_face, *MIN_FACE_RANGE, "vision.min_face")
+        except ConfigError as exc:
+            raise Refused(str(exc), 400) from None
     hours = str(form.get("opening_hours", "")).strip()
     try:
         check_opening_hours(hours, "opening_hours")
@@ -111,72 +120,109 @@ def check_origin(request: Request) -> None:
         raise Refused(f"settings: the request came from {origin!r}, not from this dashboard", 403)
 
 
-def publish(mqtt: CentralMqttSection, device: str, settings: Settings, wait_s: float = ANSWER_WAIT_S) -> str:
-    """Publish `settings` retained on the device's cmd/settings and wait up to `wait_s` for its
-    answer; a sentence saying what happened. Raises OSError when the broker cannot be reached or
-    refuses the command."""
-    command_topic = topic(mqtt.prefix, device, "cmd/settings")
-    state_topic = topic(mqtt.prefix, device, "settings")
-    url = mqtt.broker_url()
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"{mqtt.client_id}-web-{uuid.uuid4().hex[:6]}",
-        protocol=paho.MQTTv5 if mqtt.version == 5 else paho.MQTTv311,
-    )
-    if url.username:
-        client.username_pw_set(url.username, url.password)
-    if url.tls:
-        client.tls_set(ca_certs=mqtt.ca_file)
-    connected, subscribed, answered = threading.Event(), threading.Event(), threading.Event()
-    refused: list[str] = []
-    states: list[SettingsState] = []
+class Publisher:
+    """The dashboard's one broker connection, shared by every settings request (each of which
+    runs `send` on a worker thread). Started by the first `send`, so the server starts while the
+    broker is down; reconnects by itself (edge.wire.mqtt.Connection)."""
 
-    def on_connect(_c: paho.Client, _u: object, _f: object, reason: Any, _p: object) -> None:
-        if reason.is_failure:
-            refused.append(f"the broker refused the connection: {reason}")
-        connected.set()
+    def __init__(self, mqtt: CentralMqttSection) -> None:
+        self.mqtt = mqtt
+        self._connection: Connection | None = None
+        self._lock = threading.Lock()
+        # PUBACK reason per message id (paho's thread writes, the request's thread pops).
+        self._acks: dict[int, Any] = {}
+        # The answer each request waits for: (device, issued) -> its SettingsState, once there.
+        self._waiting: dict[tuple[str, float], list[SettingsState]] = {}
+        self._answered = threading.Condition(self._lock)
+        self._last_issued = 0.0
 
-    def on_message(_c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
+    def issued_now(self) -> float:
+        """A new command's `issued`: now, to the millisecond, and after every command this server
+        sent before, so that each answer names one command even for requests in the same instant."""
+        with self._lock:
+            self._last_issued = max(round(time.time(), 3), round(self._last_issued + 0.001, 3))
+            return self._last_issued
+
+    def _connected(self) -> Connection:
+        with self._lock:
+            if self._connection is None:
+                m = self.mqtt
+                connection = Connection(
+                    m.broker_url(),
+                    f"{m.client_id}-web",
+                    version=m.version,
+                    keepalive_s=m.keepalive_s,
+                    ca_file=m.ca_file,
+                    on_connect=lambda client, _s: client.subscribe(f"{m.prefix}/+/settings", qos=1),
+                    on_message=self._on_message,
+                )
+                connection.client.on_publish = lambda _c, _u, mid, reason, _p: self._acks.__setitem__(mid, reason)
+                connection.start()
+                self._connection = connection
+            connection = self._connection
+        if not connection.connected.wait(CONNECT_WAIT_S):
+            raise OSError(f"no connection to {connection.broker} within {CONNECT_WAIT_S:g} s (see the log)")
+        return connection
+
+    def send(self, device: str, settings: Settings, wait_s: float = ANSWER_WAIT_S) -> str:
+        """Publish `settings` retained on the device's cmd/settings and wait up to `wait_s` for its
+        answer; a sentence saying what happened. Raises OSError when the broker cannot be reached or
+        does not take the command."""
+        connection = self._connected()
+        key = (device, settings.issued)
+        with self._lock:
+            self._waiting[key] = []
         try:
-            state = decode(SettingsState, message.payload, device=device)
-        except ContractError:
-            return
-        if state.issued == settings.issued:  # type: ignore[union-attr]
-            states.append(state)  # type: ignore[arg-type]
-            answered.set()
-
-    client.on_connect = on_connect
-    client.on_subscribe = lambda *_: subscribed.set()
-    client.on_message = on_message
-    client.connect(url.host, url.port, keepalive=30)
-    client.loop_start()
-    try:
-        if not connected.wait(10) or refused:
-            raise OSError(refused[0] if refused else "no answer from the broker")
-        client.subscribe(state_topic, qos=1)
-        subscribed.wait(5)
-        info = client.publish(command_topic, encode(settings), qos=1, retain=True)
-        info.wait_for_publish(10)
-        if not info.is_published():
-            raise OSError("the broker did not take the command")
-        if not answered.wait(wait_s):
+            try:
+                info = connection.client.publish(
+                    topic(self.mqtt.prefix, device, "cmd/settings"), encode(settings), qos=1, retain=True
+                )
+                info.wait_for_publish(PUBLISH_WAIT_S)
+            except (RuntimeError, ValueError) as exc:  # paho: not queued, or the connection went
+                raise OSError(f"the command was not sent: {exc}") from None
+            if not info.is_published():
+                raise OSError(f"the broker did not confirm the command within {PUBLISH_WAIT_S:g} s")
+            reason = self._acks.pop(info.mid, None)
+            if reason is not None and reason.is_failure:
+                raise OSError(f"the broker refused the command: {reason}")
+            with self._answered:
+                self._answered.wait_for(lambda: self._waiting[key], wait_s)
+                answers = self._waiting[key]
+        finally:
+            with self._lock:
+                self._waiting.pop(key, None)
+        if not answers:
             return "sent; the device has not answered yet (it gets the settings when it is next connected)"
-        state = states[0]
-        if not state.applied:
-            return f"rejected by the device: {state.error}"
+        if not answers[0].applied:
+            return f"rejected by the device: {answers[0].error}"
         return "applied by the device"
-    finally:
-        client.disconnect()
-        client.loop_stop()
+
+    def _on_message(self, message: paho.MQTTMessage) -> None:
+        try:
+            device, _channel = parse_topic(self.mqtt.prefix, message.topic)
+            state = cast(SettingsState, decode(SettingsState, message.payload, device=device))
+        except ContractError:
+            return  # a cleared retained answer, or not ours to judge: central's subscriber counts those
+        with self._answered:
+            answers = self._waiting.get((device, state.issued))
+            if answers is not None:
+                answers.append(state)
+                self._answered.notify_all()
+
+    def close(self) -> None:
+        with self._lock:
+            connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.stop()
 
 
-async def post(request: Request, mqtt: CentralMqttSection, credential_required: bool) -> tuple[int, str]:
+async def post(request: Request, publisher: Publisher, credential_required: bool) -> tuple[int, str]:
     """Handle `POST /settings`: (HTTP status, message for the page)."""
     try:
         if not credential_required:
             raise Refused("settings changes need web.password_hash or web.token_hash set (docs/central.md)", 403)
         check_origin(request)
-        device, settings = parse_form(await _form(request), time.time())
+        device, settings = parse_form(await _form(request), publisher.issued_now())
     except Refused as exc:
         log.warning("settings refused (%s from %s): %s", who(request), _client(request), exc)
         return exc.status, str(exc)
@@ -190,10 +236,10 @@ async def post(request: Request, mqtt: CentralMqttSection, credential_required: 
         settings.opening_hours,
     )
     try:
-        outcome = await anyio.to_thread.run_sync(publish, mqtt, device, settings)
+        outcome = await anyio.to_thread.run_sync(publisher.send, device, settings)
     except (OSError, ValueError) as exc:
         log.error("settings for %s not sent: %s", device, exc)
-        return 503, f"not sent: the broker cannot be reached ({exc})"
+        return 503, f"not sent: {exc}"
     log.info("settings for %s: %s", device, outcome)
     return 200, f"{device}: {outcome}"
 
