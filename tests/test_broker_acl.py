@@ -552,7 +552,25 @@ def test_rotate_hands_over_a_new_password(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "bad", ["a/b", "a+b", "#", "a b", "", "x" * 65, "central", "watch", "central-2", "watch-x", ".x", "_x", "-x", "x\n"]
+    "bad",
+    [
+        "a/b",
+        "a+b",
+        "#",
+        "a b",
+        "",
+        "x" * 65,
+        "central",
+        "watch",
+        "central-2",
+        "watch-x",
+        "web",
+        "web-1",
+        ".x",
+        "_x",
+        "-x",
+        "x\n",
+    ],
 )
 def test_script_rejects_a_bad_device_id_with_one_line(broker, bad):
     users = [(broker.folder / name).read_bytes() for name in ("passwd", "dynamic-security.json")]

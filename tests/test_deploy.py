@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 INSTALL = REPO / "deploy" / "install.sh"
 PROVISION = REPO / "deploy" / "provision"
 FIRSTBOOT = REPO / "deploy" / "firstboot"
-UNITS = ("aicctv-edge.service", "aicctv-edge@.service", "aicctv-central.service")
+UNITS = ("aicctv-edge.service", "aicctv-edge@.service", "aicctv-central.service", "aicctv-central-web.service")
 WHEELHOUSE = REPO / ".cache" / "deploy-wheelhouse"
 ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
 
@@ -217,6 +217,34 @@ def test_edge_unit_starts_once_the_clock_is_set():
     after = unit_setting("aicctv-edge.service", "After")
     assert {"time-set.target", "time-sync.target"} <= set(after), after
     assert "time-sync.target" not in unit_setting("aicctv-edge.service", "Wants")
+
+
+def test_the_dashboard_unit_reads_the_central_log_as_the_web_broker_user():
+    """The one network-facing process runs sandboxed like the subscriber, over the subscriber's
+    log, and talks to the broker as the `web` user (settings only), never with central's rights."""
+    web, central = "aicctv-central-web.service", "aicctv-central.service"
+    assert unit_setting(web, "ExecStart") == [
+        "/opt/aicctv/venv/bin/aicctv", "central", "serve", "--config", "/etc/aicctv/central.toml"
+    ]  # fmt: skip
+    for key in ("User", "StateDirectory", "ReadWritePaths", "SystemCallFilter", "RestrictAddressFamilies"):
+        assert unit_setting(web, key) == unit_setting(central, key), key
+    env = unit_setting(web, "Environment")
+    assert "AICCTV_MQTT_USERNAME=web" in env
+
+    def log(unit: str) -> list[str]:
+        return [e for e in unit_setting(unit, "Environment") if e.startswith("AICCTV_STORAGE_DB=")]
+
+    assert log(web) == log(central) != []
+    assert unit_setting(web, "LoadCredential") == ["mqtt-password:/etc/aicctv/credentials/central-web-mqtt-password"]
+    assert unit_setting(web, "LoadCredential") != unit_setting(central, "LoadCredential")
+
+
+def test_docs_name_only_units_that_ship():
+    named = set()
+    for doc in [REPO / "README.md", *(REPO / "docs").glob("*.md"), *(REPO / "deploy").rglob("README.md")]:
+        named |= set(re.findall(r"\baicctv-[a-z-]*@?\.service\b", doc.read_text()))
+    assert "aicctv-central-web.service" in named
+    assert named <= set(UNITS), named - set(UNITS)
 
 
 @pytest.mark.parametrize("unit", UNITS)
