@@ -6,6 +6,7 @@ Both keep the same tables, so `aicctv stats` and `aicctv central export` read ei
     live     device → the latest LiveCounts (time = the edge's publish time), received
     devices  device → status (online / source-lost / offline), updated
     counters name → value: messages received per channel, rejections per reason
+    settings device → the device's last SettingsState (its contract JSON), received (version 3)
 
 and a view (schema version 2), `hourly_counts`: each hourly record as plain columns for Grafana.
 
@@ -24,11 +25,20 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from central.config import POSTGRES_SCHEMES
 from edge.wire.config import redact
-from edge.wire.contract import HourlyRecord, LiveCounts, encode, hour_start, parse_hour
+from edge.wire.contract import (
+    ContractError,
+    HourlyRecord,
+    LiveCounts,
+    SettingsState,
+    decode,
+    encode,
+    hour_start,
+    parse_hour,
+)
 from edge.wire.sqlite import Schema, connect_durable, decode_record, hourly_query, migrate_sqlite, transaction
 
 HOUR_S = 3600
@@ -112,6 +122,15 @@ SCHEMA = Schema(
     (
         # 2: the hourly_counts view, for Grafana and plain SQL (see hourly_counts_view).
         ({"sqlite": hourly_counts_view("sqlite"), "postgresql": hourly_counts_view("postgresql")},),
+        # 3: each device's settings as it last reported them (paused since / until), for the
+        # Devices page and /api/v1/devices.
+        (
+            """CREATE TABLE settings (
+        device TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        received DOUBLE PRECISION NOT NULL
+    )""",
+        ),
     ),
 )
 UPSERT_HOURLY = (
@@ -128,6 +147,10 @@ UPSERT_LIVE = (
 UPSERT_DEVICE = (
     "INSERT INTO devices (device, status, updated) VALUES (?, ?, ?)"
     " ON CONFLICT (device) DO UPDATE SET status = excluded.status, updated = excluded.updated"
+)
+UPSERT_SETTINGS = (
+    "INSERT INTO settings (device, state, received) VALUES (?, ?, ?)"
+    " ON CONFLICT (device) DO UPDATE SET state = excluded.state, received = excluded.received"
 )
 ADD_COUNTER = (
     "INSERT INTO counters (name, value) VALUES (?, ?)"
@@ -146,6 +169,7 @@ class Batch:
     hourly: list[HourlyRecord] = field(default_factory=list)
     live: list[LiveCounts] = field(default_factory=list)
     statuses: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, SettingsState] = field(default_factory=dict)  # the latest per device
     counters: Counter[str] = field(default_factory=Counter)
 
 
@@ -161,6 +185,8 @@ class CentralStore(Protocol):
     def live(self) -> dict[str, tuple[LiveCounts, float]]: ...
 
     def statuses(self) -> dict[str, str]: ...
+
+    def settings(self) -> dict[str, tuple[SettingsState, float]]: ...
 
     def counters(self) -> dict[str, int]: ...
 
@@ -240,10 +266,16 @@ class _SQLStore(ABC):
             for c in _latest(batch.live, lambda c: c.device, lambda c: c.time)
         )
         devices = sorted((device, status, now) for device, status in batch.statuses.items())
+        settings = sorted((device, encode(state).decode(), now) for device, state in batch.settings.items())
         counters = sorted(batch.counters.items())
         with self._failures(), self._transaction():
             stored = self._executemany(UPSERT_HOURLY, hourly) if hourly else 0
-            for sql, rows in ((UPSERT_LIVE, live), (UPSERT_DEVICE, devices), (ADD_COUNTER, counters)):
+            for sql, rows in (
+                (UPSERT_LIVE, live),
+                (UPSERT_DEVICE, devices),
+                (UPSERT_SETTINGS, settings),
+                (ADD_COUNTER, counters),
+            ):
                 if rows:
                     self._executemany(sql, rows)
         return stored
@@ -268,6 +300,21 @@ class _SQLStore(ABC):
 
     def counters(self) -> dict[str, int]:
         return dict(self._read("SELECT name, value FROM counters"))
+
+    def settings(self) -> dict[str, tuple[SettingsState, float]]:
+        """Each device's settings as it last reported them, and when that report was stored. A
+        row this version cannot read (written by a newer one) is left out, not an error: the page
+        then shows no state for that device."""
+        states = {}
+        for device, text, received in self._read("SELECT device, state, received FROM settings"):
+            try:
+                states[device] = (
+                    cast(SettingsState, decode(SettingsState, text.encode(), device, now=received)),
+                    received,
+                )
+            except ContractError:
+                continue
+        return states
 
     def held_hours(self) -> dict[str, HeldHours]:
         """Each device not known to be offline, with what the log holds of its hours. Counting

@@ -38,6 +38,7 @@ from edge.wire.contract import (
     LiveCounts,
     Receipt,
     ResyncRequest,
+    SettingsState,
     clipped,
     decode,
     decode_status,
@@ -134,13 +135,14 @@ class Totals:
     hourly: int = 0
     live: int = 0
     status: int = 0
+    settings: int = 0
     stored: int = 0
     rejected: int = 0
     dropped: int = 0  # QoS 0 messages that found the inbound queue full
 
     @property
     def messages(self) -> int:
-        return self.hourly + self.live + self.status + self.rejected + self.dropped
+        return self.hourly + self.live + self.status + self.settings + self.rejected + self.dropped
 
 
 class Rejected(Exception):
@@ -151,7 +153,10 @@ class Rejected(Exception):
         self.reason = reason
 
 
-def parse_message(prefix: str, name: str, payload: bytes) -> HourlyRecord | LiveCounts | tuple[str, str]:
+Parsed = HourlyRecord | LiveCounts | SettingsState | tuple[str, str]
+
+
+def parse_message(prefix: str, name: str, payload: bytes) -> Parsed:
     """The contract payload on topic `name`, or (device, status); Rejected if it breaks a rule."""
     try:
         device, channel = parse_topic(prefix, name)
@@ -163,9 +168,11 @@ def parse_message(prefix: str, name: str, payload: bytes) -> HourlyRecord | Live
         raise Rejected(exc.reason, str(exc)) from None
 
 
-def _parse_payload(device: str, channel: str, payload: bytes) -> HourlyRecord | LiveCounts | tuple[str, str]:
+def _parse_payload(device: str, channel: str, payload: bytes) -> Parsed:
     if channel == "status":
         return device, decode_status(payload)
+    if channel == "settings":
+        return cast(SettingsState, decode(SettingsState, payload, device=device))
     record = decode(HourlyRecord if channel == "hourly" else LiveCounts, payload, device=device)
     if isinstance(record, HourlyRecord):
         _fits(record.revision, record.visitors)
@@ -206,6 +213,9 @@ class Subscriber:
             (f"{shared}{m.prefix}/+/live", 0),
             # Every instance needs every device's status for its own gap checks: never shared.
             (f"{m.prefix}/+/status", 1),
+            # The devices' settings (paused since, until) for the dashboard: retained, and a
+            # shared subscription gets no retained messages, so never shared either.
+            (f"{m.prefix}/+/settings", 1),
         ]
         self.connection = Connection(
             m.broker_url(),
@@ -331,6 +341,9 @@ class Subscriber:
             elif isinstance(payload, LiveCounts):
                 batch.live.append(payload)
                 kinds["live"] += 1
+            elif isinstance(payload, SettingsState):
+                batch.settings[payload.device] = payload
+                kinds["settings"] += 1
             else:
                 batch.statuses[payload[0]] = payload[1]
                 kinds["status"] += 1
@@ -350,6 +363,7 @@ class Subscriber:
             self.homeassistant.after_commit(batch, self._store)
         t = self.totals
         t.hourly, t.live, t.status = t.hourly + kinds["hourly"], t.live + kinds["live"], t.status + kinds["status"]
+        t.settings += kinds["settings"]
         t.stored += stored
         t.rejected += len(messages) - sum(kinds.values())
         t.dropped += dropped

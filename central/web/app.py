@@ -37,7 +37,15 @@ from central.store import CentralStore, StoreError
 from central.web import metrics, queries, settings
 from central.web.queries import KINDS, Reader
 from edge.wire.config import ConfigError, redact
-from edge.wire.contract import AGE_BANDS, GENDERS, ContractError, HourlyRecord, check_device_id, hour_start
+from edge.wire.contract import (
+    AGE_BANDS,
+    GENDERS,
+    MIN_FACE_RANGE,
+    ContractError,
+    HourlyRecord,
+    check_device_id,
+    hour_start,
+)
 from edge.wire.export import json_line, write_records, write_xlsx
 from edge.wire.listen import is_loopback, split_listen
 
@@ -315,6 +323,7 @@ class Dashboard:
     async def devices_page(self, request: Request) -> Response:
         snap = await self.snapshot()
         held = await self.reader.run(lambda store: store.held_hours())
+        states = await self.reader.run(lambda store: store.settings())
         rows = []
         for row in queries.health_rows(snap, self.config.resync.overdue_after_s):
             row = _with_texts(row)
@@ -325,6 +334,7 @@ class Dashboard:
             latest = row["latest_hour"]
             row["latest_text"] = _local_text(latest, zone(row["timezone"])) if latest else "none"
             row["opening_hours"] = self.places.local(row["device"]).opening_hours.text
+            row["settings"] = settings.shown(states.get(row["device"]), zone(row["timezone"]))
             rows.append(row)
         counters = sorted(snap.counters.items())
         resyncs = sum(v for k, v in counters if k.startswith("resync."))
@@ -336,6 +346,7 @@ class Dashboard:
             counters=counters,
             resyncs=resyncs,
             settings_on=bool(self.config.web.password_hash or self.config.web.token_hash),
+            min_face_range=MIN_FACE_RANGE,
         )
 
     async def settings_post(self, request: Request) -> Response:
@@ -417,6 +428,7 @@ class Dashboard:
 
     async def api_devices(self, request: Request) -> Response:
         snap = await self.snapshot()
+        states = await self.reader.run(lambda store: store.settings())
         devices = []
         for row in queries.health_rows(snap, self.config.resync.overdue_after_s):
             local = self.places.local(row["device"])
@@ -436,6 +448,8 @@ class Dashboard:
                     "missing_hours": row["missing_hours"],
                     "overdue_hours": row["overdue_hours"],
                     "coverage_24h": row["coverage_24h"],
+                    # As the device last reported them (null before any report).
+                    "settings": settings.reported(states.get(row["device"])),
                 }
             )
         sites = sorted(set(self.places.sites) | {p.site for p in self.places.devices.values() if p.site})

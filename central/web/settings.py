@@ -28,6 +28,7 @@ import base64
 import logging
 import threading
 import time
+from datetime import UTC, datetime, tzinfo
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
@@ -36,7 +37,7 @@ import paho.mqtt.client as paho
 from starlette.requests import Request
 
 from central.config import CentralMqttSection
-from central.localtime import check_opening_hours
+from central.localtime import check_opening_hours, zone
 from edge.wire.config import ConfigError, check_within
 from edge.wire.contract import (
     MIN_FACE_RANGE,
@@ -66,6 +67,24 @@ class Refused(Exception):
         self.status = status
 
 
+def parse_until(form: Any) -> float | None:
+    """The pause's end from the form's `paused_until`: the page's `YYYY-MM-DDTHH:MM` in the
+    device's time zone (the form's `tz`), or, from a script, ISO 8601 with a zone; None if empty."""
+    text = str(form.get("paused_until", "")).strip()
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise Refused(f"paused_until = {text!r}: expected YYYY-MM-DDTHH:MM (or ISO 8601 with a zone)", 400) from None
+    if moment.tzinfo is None:
+        try:
+            moment = moment.replace(tzinfo=zone(str(form.get("tz", ""))))
+        except ValueError as exc:
+            raise Refused(f"paused_until = {text!r} has no zone, and tz: {exc}", 400) from None
+    return moment.timestamp()
+
+
 def parse_form(form: Any, now: float) -> tuple[str, Settings]:
     """(device, Settings) from the posted form; Refused(400) naming a bad field."""
     device = str(form.get("device", ""))
@@ -90,9 +109,55 @@ def parse_form(form: Any, now: float) -> tuple[str, Settings]:
     hours = str(form.get("opening_hours", "")).strip()
     try:
         check_opening_hours(hours, "opening_hours")
-        return device, Settings(paused, min_face, hours, round(now, 3)).validate()
+        # A resume sent from the page carries the pause's old end along: nothing to end then.
+        until = parse_until(form) if paused else None
+        return device, Settings(paused, min_face, hours, round(now, 3), paused_until=until).validate()
     except (ConfigError, ContractError) as exc:
         raise Refused(str(exc), 400) from None
+
+
+def reported(state: tuple[SettingsState, float] | None) -> dict[str, Any] | None:
+    """A device's settings as it last reported them, for /api/v1/devices (times in UTC ISO 8601);
+    None before any report."""
+    if state is None:
+        return None
+    answer, received = state
+    return {
+        "paused": answer.paused,
+        "paused_since": _iso(answer.paused_since),
+        "paused_until": _iso(answer.paused_until),
+        "min_face": answer.min_face,
+        "opening_hours": answer.opening_hours,
+        "applied": answer.applied,
+        "error": answer.error,
+        "issued": _iso(answer.issued),
+        "reported": _iso(received),
+    }
+
+
+def shown(state: tuple[SettingsState, float] | None, tz: tzinfo) -> dict[str, Any] | None:
+    """`reported` for the Devices page: with a sentence (`text`) and the pause's end as the form's
+    `datetime-local` value (`paused_until_input`), both in the device's zone."""
+    row = reported(state)
+    if state is None or row is None:
+        return None
+    answer = state[0]
+
+    def local(t: float | None, form: str = "%Y-%m-%d %H:%M %Z") -> str:
+        return "" if t is None else datetime.fromtimestamp(t, tz).strftime(form)
+
+    if answer.paused:
+        text = f"paused since {local(answer.paused_since)}" if answer.paused_since else "paused"
+        text += f", until {local(answer.paused_until)}" if answer.paused_until else ", until resumed"
+    else:
+        text = "counting"
+    if not answer.applied:
+        text += f"; the last command was rejected: {answer.error}"
+    return row | {"text": text, "paused_until_input": local(answer.paused_until, "%Y-%m-%dT%H:%M")}
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def who(request: Request) -> str:

@@ -8,7 +8,11 @@ changes nothing. Being retained, the latest command arrives again on every conne
 the same settings twice changes nothing either.
 
 - `paused`: the daemon skips its frames (no analysis, no counting); the paused time is not
-  covered, so the hour's `coverage` says how much of it was counted.
+  covered, so the hour's `coverage` says how much of it was counted. With `paused_until` the
+  pause ends by itself at that time, without central: the link says so (`PauseOver`) and the
+  device, if that pause is still the one in force, counts again and answers so. A command that
+  arrives after its pause's end applies as counting at once. The answer says since when the
+  device is paused (`paused_since`, its own clock).
 - `min_face`: the detector is rebuilt with the new smallest face (the models stay loaded).
 - `opening_hours`: kept for display (central's dashboard uses its own copy).
 """
@@ -41,6 +45,14 @@ def checked_vision(vision: VisionConfig, min_face: int) -> VisionConfig:
     return changed
 
 
+@dataclasses.dataclass(frozen=True)
+class PauseOver:
+    """From the link: the end of a pause some command asked for has come. Only the pause in
+    force ends; one that a later command replaced has nothing left to end."""
+
+    at: float
+
+
 class DeviceSettings:
     """What the dashboard has set on this device; `configured`: the config file's [vision]."""
 
@@ -49,32 +61,60 @@ class DeviceSettings:
         self.configured = configured
         self.vision = configured
         self.paused = False
+        self.paused_since: float | None = None
+        self.paused_until: float | None = None
         self.opening_hours = ""
+        self.issued: float | None = None  # the command in force
 
-    def apply(self, command: Settings | str) -> SettingsState:
-        """Check and apply `command` (or a rejection's reason, from the link); the state to publish
-        says whether it was applied."""
+    def apply(self, command: Settings | PauseOver | str) -> SettingsState:
+        """Check and apply `command` (or a rejection's reason, or a pause's end, from the link);
+        the state to publish says whether it was applied."""
+        now = time.time()
         if isinstance(command, str):
-            return self.state(time.time(), command)
+            return self.state(now, command)
+        if isinstance(command, PauseOver):
+            if self.paused and self.paused_until is not None and self.paused_until <= command.at:
+                log.info("pause over: counting again")
+                self.paused, self.paused_since, self.paused_until = False, None, None
+            return self.state(self.issued or now, "")
         try:
             min_face = self.configured.min_face if command.min_face is None else command.min_face
             vision = self.vision if min_face == self.vision.min_face else checked_vision(self.configured, min_face)
         except ConfigError as exc:
             log.warning("rejected settings issued at %.0f: %s", command.issued, exc)
             return self.state(command.issued, f"settings: {exc}")
-        if vision is not self.vision or command.paused != self.paused or command.opening_hours != self.opening_hours:
+        paused = command.paused and (command.paused_until is None or now < command.paused_until)
+        until = command.paused_until if paused else None
+        if (
+            vision is not self.vision
+            or (paused, until) != (self.paused, self.paused_until)
+            or command.opening_hours != self.opening_hours
+        ):
             log.info(
                 "settings applied: %s, min_face %d, opening hours %r",
-                "paused" if command.paused else "counting",
+                ("paused" + (f" until {until:.0f}" if until else "")) if paused else "counting",
                 vision.min_face,
                 command.opening_hours,
             )
-        self.vision, self.paused, self.opening_hours = vision, command.paused, command.opening_hours
+        if paused and not self.paused:
+            self.paused_since = now
+        self.vision, self.paused, self.paused_until = vision, paused, until
+        self.opening_hours, self.issued = command.opening_hours, command.issued
+        if not paused:
+            self.paused_since = None
         return self.state(command.issued, "")
 
     def state(self, issued: float, error: str) -> SettingsState:
         return SettingsState(
-            self.device, issued, not error, error, self.paused, self.vision.min_face, self.opening_hours
+            self.device,
+            issued,
+            not error,
+            error,
+            self.paused,
+            self.vision.min_face,
+            self.opening_hours,
+            paused_since=self.paused_since if self.paused else None,
+            paused_until=self.paused_until if self.paused else None,
         ).validate()
 
 
@@ -104,13 +144,21 @@ class SettingsLink:
         self.rejections = Rejections()  # paho's thread only
         # A command, or why one was rejected.
         self._commands: queue.SimpleQueue[Settings | str] = queue.SimpleQueue()
+        # When the pauses asked for end, those still to come (the daemon's thread only).
+        self._pause_ends: list[float] = []
         connection.client.message_callback_add(self.command_topic, self._on_message)
         connection.add_on_connect(lambda client, _session: client.subscribe(self.command_topic, qos=1))
 
-    def commands(self) -> list[Settings | str]:
-        out = []
+    def commands(self) -> list[Settings | PauseOver | str]:
+        """What arrived since the last call, then a PauseOver once a pause asked for has ended."""
+        out: list[Settings | PauseOver | str] = []
         while not self._commands.empty():
             out.append(self._commands.get())
+        now = time.time()
+        self._pause_ends += [c.paused_until for c in out if isinstance(c, Settings) and c.paused_until is not None]
+        if any(end <= now for end in self._pause_ends):
+            self._pause_ends = [end for end in self._pause_ends if end > now]
+            out.append(PauseOver(now))
         return out
 
     def answer(self, state: SettingsState) -> None:

@@ -265,13 +265,16 @@ MIN_FACE_RANGE = (8, 4096)
 class Settings:
     """Central's settings for one device, retained on <prefix>/<device>/cmd/settings: the whole set
     each time, so the latest one alone says what the device should do. `min_face` None: the
-    device's own configured vision.min_face. `issued`: when central sent it (the answer names it)."""
+    device's own configured vision.min_face. `issued`: when central sent it (the answer names it).
+    `paused_until` (optional, see OPTIONAL_FIELDS): the Unix time a pause ends by itself; None: it
+    lasts until another command."""
 
     paused: bool
     min_face: int | None
     opening_hours: str
     issued: float
     schema: int = SCHEMA_VERSION
+    paused_until: float | None = None
 
     def validate(self) -> Settings:
         if not isinstance(self.paused, bool):
@@ -280,13 +283,21 @@ class Settings:
             _check_int(self.min_face, "min_face")
         _check_text(self.opening_hours, "opening_hours")
         _check_number(self.issued, "issued")
+        if self.paused_until is not None:
+            _check_number(self.paused_until, "paused_until")
+            if not self.paused:
+                raise ContractError("paused_until needs paused (a pause's end)")
+            if not self.issued < self.paused_until <= LATEST_TIME:
+                raise ContractError(f"paused_until {self.paused_until!r} is not after issued, before 2100")
         return self
 
 
 @dataclass(frozen=True)
 class SettingsState:
     """The device's answer, retained on <prefix>/<device>/settings: the settings it now runs with
-    and whether the command `issued` at that time was applied (`error` "") or rejected (why)."""
+    and whether the command `issued` at that time was applied (`error` "") or rejected (why).
+    While paused (optional, see OPTIONAL_FIELDS): `paused_since`, when the device stopped counting
+    (its clock), and `paused_until`, when it resumes by itself (None: when told to)."""
 
     device: str
     issued: float
@@ -296,6 +307,8 @@ class SettingsState:
     min_face: int
     opening_hours: str
     schema: int = SCHEMA_VERSION
+    paused_since: float | None = None
+    paused_until: float | None = None
 
     def validate(self) -> SettingsState:
         check_device_id(self.device)
@@ -305,7 +318,22 @@ class SettingsState:
         _check_text(self.error, "error", 4 * MAX_TEXT)
         _check_int(self.min_face, "min_face")
         _check_text(self.opening_hours, "opening_hours")
+        for name in ("paused_since", "paused_until"):
+            if getattr(self, name) is not None:
+                _check_number(getattr(self, name), name)
+                if not self.paused:
+                    raise ContractError(f"{name} needs paused")
         return self
+
+
+# Fields added to a payload after its schema version was released, with the value that means
+# "absent". `decode` takes a payload without them (from an older sender) as that value, and
+# `encode` leaves them out when they have it, so an older receiver still gets exactly the payload
+# it knows; a receiver older than a field rejects a payload that uses it, naming the field.
+OPTIONAL_FIELDS: dict[type, dict[str, Any]] = {
+    Settings: {"paused_until": None},
+    SettingsState: {"paused_since": None, "paused_until": None},
+}
 
 
 def _check_text(value: Any, name: str, limit: int = MAX_TEXT) -> None:
@@ -328,8 +356,12 @@ def _check_number(value: Any, name: str) -> None:
         raise ContractError(f"{name} must be a finite non-negative number, got {value!r}")
 
 
-def encode(payload: Payload) -> bytes:
-    return json.dumps(asdict(payload.validate()), separators=(",", ":"), sort_keys=True).encode()
+def encode(payload: Payload | Settings | SettingsState) -> bytes:
+    obj = asdict(payload.validate())
+    for name, absent in OPTIONAL_FIELDS.get(type(payload), {}).items():
+        if obj[name] == absent:
+            del obj[name]
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
 
 
 def clipped(data: bytes) -> bytes:
@@ -459,6 +491,7 @@ def _decode(kind: type[Payload], data: bytes, device: str | None, now: float) ->
         raise ContractError(f"unknown schema version {schema!r} (this receiver knows {ACCEPTED_SCHEMAS})", "schema")
     if schema == 1:
         obj = _from_v1(kind, obj)
+    obj = {**OPTIONAL_FIELDS.get(kind, {}), **obj}
     names = {f.name for f in fields(kind)}
     if set(obj) != names:
         missing, extra = sorted(names - set(obj)), sorted(set(obj) - names)
