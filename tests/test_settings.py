@@ -6,13 +6,17 @@ server."""
 from __future__ import annotations
 
 import base64
+import json
 import socket
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import paho.mqtt.client as paho
@@ -27,7 +31,7 @@ from edge.daemon.config import EdgeConfig
 from edge.vision.config import VisionConfig
 from edge.vision.sources import Frame
 from edge.wire.config import load
-from edge.wire.contract import Settings, SettingsState, decode, encode, topic
+from edge.wire.contract import ContractError, Settings, SettingsState, decode, encode, topic
 
 DEVICE = "cam-s"
 START = 1_800_000_000.0  # an hour start (2027-01-15T08:00:00Z)
@@ -134,6 +138,14 @@ def test_device_settings_checks_like_the_config_file():
     assert settings.apply(Settings(False, None, "", START)).min_face == 48
 
 
+def device_loop(link, device, stop: threading.Event) -> None:
+    """What the daemon's housekeeping does with settings."""
+    while not stop.is_set():
+        for command in link.commands():
+            link.answer(device.apply(command))
+        time.sleep(0.02)
+
+
 # ---- the Devices page's form ----------------------------------------------------------------------
 
 
@@ -187,15 +199,8 @@ def test_the_page_form_posts_settings_with_the_credential_only(broker, tmp_path,
     link = SettingsLink(uplink.connection, "aicctv", DEVICE)
     device = DeviceSettings(DEVICE, VisionConfig())
     stop = threading.Event()
-
-    def device_loop() -> None:  # what the daemon's housekeeping does
-        while not stop.is_set():
-            for command in link.commands():
-                link.answer(device.apply(command))
-            time.sleep(0.02)
-
     uplink.start()
-    worker = threading.Thread(target=device_loop, daemon=True)
+    worker = threading.Thread(target=device_loop, args=(link, device, stop), daemon=True)
     worker.start()
     commands = Listener(broker.url, topic("aicctv", DEVICE, "cmd/settings")).connect()
     db = str(tmp_path / "central.db")
@@ -245,4 +250,146 @@ def test_the_page_form_posts_settings_with_the_credential_only(broker, tmp_path,
     finally:
         stop.set()
         commands.disconnect()
+        uplink.stop()
+
+
+# ---- the device's state at central; pauses that end by themselves ------------------------------
+
+
+def test_optional_fields_keep_older_payloads_readable_both_ways():
+    """A Settings or SettingsState without the fields added later is the payload older devices and
+    centrals send and expect: decoded with the fields absent, and encoded byte for byte as before."""
+    now = round(time.time(), 3)
+    old_command = Settings(True, 64, "", now)
+    assert b"paused_until" not in encode(old_command)
+    assert decode(Settings, encode(old_command)) == old_command
+    old_state = SettingsState(DEVICE, now, True, "", True, 64, "")
+    assert b"paused_since" not in encode(old_state) and decode(SettingsState, encode(old_state)) == old_state
+    timed = Settings(True, None, "", now, paused_until=now + 3600)
+    assert decode(Settings, encode(timed)) == timed
+    state = SettingsState(DEVICE, now, True, "", True, 40, "", paused_since=now, paused_until=now + 3600)
+    assert decode(SettingsState, encode(state)) == state
+    for bad in (Settings(False, None, "", now, paused_until=now + 60), Settings(True, None, "", now, paused_until=now)):
+        with pytest.raises(ContractError, match="paused_until"):
+            encode(bad)
+
+
+def test_a_pause_with_an_end_ends_by_itself_and_says_so(broker, daemon):
+    listener = Listener(broker.url, topic("aicctv", DEVICE, "settings")).connect()
+    name = topic("aicctv", DEVICE, "cmd/settings")
+    issued = round(time.time(), 3)
+    publish(broker.url, name, encode(Settings(True, 80, "", issued, paused_until=issued + 3)))
+    serve(daemon, lambda: daemon.settings.paused)
+    wait_until(lambda: answers(listener), 10, "the device's answer")
+    paused = answers(listener)[0]
+    assert paused.paused and paused.paused_until == issued + 3 and issued <= paused.paused_since <= time.time()
+    # Nothing from central: the device resumes at the end it was given, answers, keeps min_face.
+    wait_until(lambda: daemon._housekeeping(time.time()) or not daemon.settings.paused, 15, "the pause's end")
+    assert time.time() >= issued + 3
+    wait_until(lambda: len(answers(listener)) == 2, 10, "the answer after the pause")
+    resumed = answers(listener)[1]
+    assert (resumed.paused, resumed.paused_since, resumed.paused_until, resumed.min_face) == (False, None, None, 80)
+    assert resumed.issued == issued and resumed.applied
+    assert [f.timestamp for f in daemon._frames(iter(frames(START, 1)))], "counting again"
+
+    # A pause replaced by one without an end is not ended by the first one's end.
+    issued = round(time.time(), 3)
+    publish(broker.url, name, encode(Settings(True, None, "", issued, paused_until=issued + 1)))
+    publish(broker.url, name, encode(Settings(True, None, "", issued + 0.001)))
+    wait_until(lambda: daemon._housekeeping(time.time()) or len(answers(listener)) >= 4, 10, "both answers")
+    wait_until(lambda: daemon._housekeeping(time.time()) or time.time() > issued + 1.5, 10, "the first end")
+    daemon._housekeeping(time.time())
+    assert daemon.settings.paused and answers(listener)[-1].paused_until is None
+    # A command that arrives after its pause's end counts at once.
+    late = round(time.time(), 3)
+    publish(broker.url, name, encode(Settings(True, None, "", late, paused_until=late + 0.001)))
+    wait_until(lambda: daemon._housekeeping(time.time()) or answers(listener)[-1].issued == late, 10, "the late one")
+    assert not daemon.settings.paused and not answers(listener)[-1].paused
+    listener.disconnect()
+
+
+class FormFields(HTMLParser):
+    """The Devices page's settings form of one device, as a browser would submit it: its inputs
+    (inside the form, or naming it with form=), a checkbox only when checked."""
+
+    def __init__(self, page: str, device: str) -> None:
+        super().__init__()
+        self.forms: dict[str, dict[str, str]] = {}
+        self.inside: str | None = None
+        self.feed(page)
+        (self.fields,) = [f for f in self.forms.values() if f.get("device") == device]
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        a = dict(attrs)
+        if tag == "form":
+            self.inside = a["id"]
+        elif (
+            tag == "input"
+            and (owner := a.get("form", self.inside)) is not None
+            and (a.get("type") != "checkbox" or "checked" in a)
+        ):
+            self.forms.setdefault(owner, {})[a["name"]] = a.get("value") or ("on" if "checked" in a else "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self.inside = None
+
+
+def test_central_shows_the_reported_state_and_the_form_starts_from_it(broker, tmp_path):
+    from edge.daemon.commands import SettingsLink
+    from edge.daemon.uplink import Uplink
+    from tests.test_central import central_config, running
+
+    edge = load(EdgeConfig, overrides={"device.id": DEVICE, "mqtt.broker": broker.url}, environ={})
+    uplink = Uplink(edge.mqtt, DEVICE)
+    link = SettingsLink(uplink.connection, "aicctv", DEVICE)
+    device = DeviceSettings(DEVICE, VisionConfig())
+    stop = threading.Event()
+    uplink.start()
+    worker = threading.Thread(target=device_loop, args=(link, device, stop), daemon=True)
+    worker.start()
+    db = str(tmp_path / "central.db")
+    try:
+        with (
+            running(central_config(broker.url, db)),
+            Server(db, broker.url, password_hash=hash_secret("s3cret")) as server,
+        ):
+            good = {"Authorization": basic("owner", "s3cret"), "Origin": server.url}
+            publish(broker.url, topic("aicctv", DEVICE, "status"), b"online")
+            wait_until(lambda: DEVICE in server.request("/devices", headers=good)[1], 10, "the device on the page")
+            page = server.request("/devices", headers=good)[1]
+            assert "not reported yet" in page
+            form = FormFields(page, DEVICE).fields
+            assert "paused" not in form and form["min_face"] == "" and form["paused_until"] == ""
+            end = datetime.now(ZoneInfo(form["tz"])).replace(second=0, microsecond=0) + timedelta(hours=2)
+            form |= {"paused": "on", "min_face": "64", "paused_until": end.strftime("%Y-%m-%dT%H:%M")}
+            status, result = server.request("/settings", form, good)
+            assert status == 200 and "applied by the device" in result, result
+            assert device.paused and device.paused_until == end.timestamp()
+
+            def reported() -> dict | None:
+                api = json.loads(server.request("/api/v1/devices", headers=good)[1])
+                return next(d["settings"] for d in api["devices"] if d["device"] == DEVICE)
+
+            wait_until(lambda: (reported() or {}).get("paused"), 10, "central to store the device's state")
+            shown = reported()
+            assert shown["min_face"] == 64 and shown["applied"] and shown["paused_since"]
+            assert shown["paused_until"] == end.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            page = server.request("/devices", headers=good)[1]
+            assert "paused since " in page and f"until {end.strftime('%Y-%m-%d %H:%M')}" in page
+            # The form starts from the device's state: sending it with one change keeps the rest.
+            form = FormFields(page, DEVICE).fields
+            assert (form.get("paused"), form["min_face"]) == ("on", "64")
+            assert form["paused_until"] == end.strftime("%Y-%m-%dT%H:%M")
+            form["opening_hours"] = "mon-fri 09:00-18:00"
+            status, result = server.request("/settings", form, good)
+            assert status == 200 and "applied by the device" in result, result
+            assert device.paused and device.vision.min_face == 64 and device.paused_until == end.timestamp()
+            assert device.opening_hours == "mon-fri 09:00-18:00"
+            # A pause's end in the past, or nonsense, is refused here.
+            for bad in ("2020-01-01T10:00", "tomorrow"):
+                status, result = server.request("/settings", form | {"paused_until": bad}, good)
+                assert status == 400 and "paused_until" in result, result
+    finally:
+        stop.set()
         uplink.stop()
