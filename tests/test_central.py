@@ -337,11 +337,17 @@ def test_mqtt_3_1_1_and_unshared_subscriptions(tmp_path):
     db = str(tmp_path / "central.db")
     plain = Subscriber(central_config("mqtt://127.0.0.1:1", db, mqtt__version=4))
     shared = Subscriber(central_config("mqtt://127.0.0.1:1", db, mqtt__prefix="site/a"))
-    assert [name for name, _ in plain.filters] == ["aicctv/+/hourly", "aicctv/+/live", "aicctv/+/status"]
+    assert [name for name, _ in plain.filters] == [
+        "aicctv/+/hourly",
+        "aicctv/+/live",
+        "aicctv/+/status",
+        "aicctv/+/settings",
+    ]
     assert [name for name, _ in shared.filters] == [
         "$share/aicctv-central/site/a/+/hourly",
         "$share/aicctv-central/site/a/+/live",
         "site/a/+/status",
+        "site/a/+/settings",  # retained: never shared
     ]
     environ = {"AICCTV_MQTT_SHARED_GROUP": "", "AICCTV_STORAGE_BATCH_MAX": "50"}
     config = load(CentralConfig, None, environ=environ)
