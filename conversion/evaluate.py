@@ -4,8 +4,10 @@
         --int8 models/tflite/age_gender_int8.tflite [--json metrics.json]
 
 Prints gender accuracy, age MAE and age-band accuracy; accuracy by age band and by race; the
-same at reduced face resolution (32 and 48 px faces upsampled, as CCTV sees them); and per-face
-latency on one thread. Models run through the product's own `edge.classify.AgeGenderModel`.
+same at reduced face resolution (32 and 48 px faces upsampled, as CCTV sees them); gender of
+women and men on LFW's held-out people (real news photos; when `python -m conversion.lfw` has
+prepared them); and per-face latency on one thread. Models run through the product's own
+`edge.classify.AgeGenderModel`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tqdm import tqdm
 
 from conversion.corrupt import low_resolution
 from conversion.data import AGE_BANDS, DEFAULT_CACHE, RACES, Prepared, age_band_index
+from conversion.lfw import LFW
 from conversion.train import aligned_crops
 from edge.vision.classify import AgeGenderModel
 
@@ -57,6 +60,9 @@ def evaluate(models: dict[str, Path], flip: bool, cache: Path = DEFAULT_CACHE) -
     true_female, true_age, race = data.female[index], data.age[index].astype(np.float64), data.race[index]
     results: dict = {"validation_faces": len(index), "flip": flip, "models": {}}
     crops_by_size: dict[int, np.ndarray] = {}
+    lfw = LFW.load(cache) if (cache / "lfw" / "meta.npz").is_file() else None
+    lfw_female = None if lfw is None else lfw.female[lfw.split(True)]
+    lfw_crops: dict[int, np.ndarray] = {}
     for name, path in models.items():
         model = AgeGenderModel(path, num_threads=1, flip=flip)
         if model.size not in crops_by_size:
@@ -78,6 +84,17 @@ def evaluate(models: dict[str, Path], flip: bool, cache: Path = DEFAULT_CACHE) -
                     r: figures(p_female[race == i], age[race == i], true_female[race == i], true_age[race == i])
                     for i, r in enumerate(RACES)
                 }
+        if lfw is not None:
+            if model.size not in lfw_crops:
+                lfw_crops[model.size] = aligned_crops(lfw, lfw.split(True), model.size)
+            p_female, _ = predict(model, lfw_crops[model.size], f"{name} LFW")
+            right = (p_female >= 0.5) == (lfw_female == 1)
+            out["lfw"] = {
+                "gender_accuracy": float(right.mean()),
+                "women": float(right[lfw_female == 1].mean()),
+                "men": float(right[lfw_female == 0].mean()),
+                "faces": len(right),
+            }
         out["latency_ms_per_face"] = latency_ms(model, crops[0])
         results["models"][name] = out
     return results
@@ -100,6 +117,12 @@ def report(results: dict) -> str:
         row(f"[{label}] gender accuracy", [f"{100 * m[label]['gender_accuracy']:.2f} %" for m in models])
         row(f"[{label}] age MAE", [f"{m[label]['age_mae']:.2f} y" for m in models])
         row(f"[{label}] age-band accuracy", [f"{100 * m[label]['age_band_accuracy']:.2f} %" for m in models])
+    if all("lfw" in m for m in models):
+        row(
+            f"[LFW, {models[0]['lfw']['faces']} held out] gender",
+            [f"{100 * m['lfw']['gender_accuracy']:.2f} %" for m in models],
+        )
+        row("[LFW] women / men", [f"{100 * m['lfw']['women']:.1f} / {100 * m['lfw']['men']:.1f} %" for m in models])
     for group in ("by_age_band", "by_race"):
         lines.append(f"{group.replace('_', ' ')}: gender accuracy / age MAE (faces)")
         for key in models[0][group]:
