@@ -367,6 +367,26 @@ class Analyzer:
         state.best_quality = max(state.best_quality, quality)
         state.samples.append((quality, self.estimate(image, keypoints)))
 
+    def _combined(self, state: _TrackSamples) -> tuple[float | None, float | None]:
+        return state.combined(keep=max(1, self.config.max_classifications // 2 + 1))
+
+    def so_far(self, tracking: Tracking, track: Track) -> Visitor:
+        """A person still in view as the pipeline judges them so far: the estimates their visit
+        would end with now (gender and age band None where not judged; zones not applied)."""
+        state = tracking.samples.get(track.id) or _TrackSamples()
+        p_female, age = self._combined(state)
+        first_seen = tracking.still.first_seen(track.id, track.first_seen)
+        return Visitor(
+            track.id,
+            first_seen,
+            track.last_seen,
+            track.hits,
+            p_female,
+            age,
+            len(state.samples),
+            gender_margin=self.config.gender_margin,
+        )
+
     def _visitors(self, ended: list[Track], tracking: Tracking) -> list[Visitor]:
         """Ended tracks as visitors, their estimates combined over the best-quality samples;
         static things are not visitors."""
@@ -380,7 +400,7 @@ class Analyzer:
             if not countable or verdict == "outside":
                 continue
             entered = None if self.zones.entry_line is None else verdict == "in"
-            p_female, age = state.combined(keep=max(1, self.config.max_classifications // 2 + 1))
+            p_female, age = self._combined(state)
             visitors.append(
                 Visitor(
                     track.id,
