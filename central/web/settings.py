@@ -57,6 +57,7 @@ log = logging.getLogger("aicctv.web")
 ANSWER_WAIT_S = 3.0
 CONNECT_WAIT_S = 5.0
 PUBLISH_WAIT_S = 10.0
+FORM_LIMIT = 4096  # bytes of a settings form: the page's is a few hundred
 
 
 class Refused(Exception):
@@ -313,9 +314,17 @@ async def _form(request: Request) -> dict[str, str]:
     """An application/x-www-form-urlencoded body (what the page's form sends), first values."""
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
         raise Refused("settings: post the form (application/x-www-form-urlencoded)", 400)
-    body = await request.body()
-    if len(body) > 4096:
-        raise Refused("settings: form too large", 400)
+    # Refused on the announced length, else as soon as the stream passes the limit: a body is
+    # never held beyond FORM_LIMIT bytes, however much a client sends or says it will.
+    too_large = Refused(f"settings: the form is over {FORM_LIMIT} bytes", 413)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > FORM_LIMIT:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > FORM_LIMIT:
+            raise too_large
     return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
 
 
