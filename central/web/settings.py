@@ -297,7 +297,9 @@ async def post(request: Request, publisher: Publisher, credential_required: bool
         device,
         who(request),
         _client(request),
-        "paused" if settings.paused else "counting",
+        ("paused" + (f" until {_iso(settings.paused_until)}" if settings.paused_until else ""))
+        if settings.paused
+        else "counting",
         "the device's own" if settings.min_face is None else settings.min_face,
         settings.opening_hours,
     )
