@@ -28,6 +28,7 @@ import base64
 import logging
 import threading
 import time
+import uuid
 from datetime import UTC, datetime, tzinfo
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
@@ -197,7 +198,7 @@ class Publisher:
         self._lock = threading.Lock()
         # PUBACK reason per message id (paho's thread writes, the request's thread pops).
         self._acks: dict[int, Any] = {}
-        # The answer each request waits for: (device, issued) -> its SettingsState, once there.
+        # The answer each request waits for: (device, issued) -> its SettingsState once there.
         self._waiting: dict[tuple[str, float], list[SettingsState]] = {}
         self._answered = threading.Condition(self._lock)
         self._last_issued = 0.0
@@ -215,7 +216,8 @@ class Publisher:
                 m = self.mqtt
                 connection = Connection(
                     m.broker_url(),
-                    f"{m.client_id}-web",
+                    # One per server, also where the broker keeps the id a client asks for.
+                    f"{m.client_id}-web-{uuid.uuid4().hex[:6]}",
                     version=m.version,
                     keepalive_s=m.keepalive_s,
                     ca_file=m.ca_file,
