@@ -20,7 +20,7 @@ import sqlite3
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -44,6 +44,10 @@ from edge.wire.sqlite import Schema, connect_durable, decode_record, hourly_quer
 HOUR_S = 3600
 # A device whose live counts arrived this recently is running (edges send them every second).
 RUNNING_WITHIN_S = 120.0
+# A read-only store waits at most this long for a lock (only while a writer recovers the log).
+READ_BUSY_TIMEOUT_S = 2.0
+# Undecodable rows noted by a read-only store, at most: enough to say which, never all of a log.
+UNREADABLE_KEPT = 1000
 # The hourly_counts view's bands as released in schema version 2: a migration never changes, so
 # these are spelt out here rather than taken from the contract.
 _VIEW_GENDERS = ("female", "male")
@@ -159,7 +163,13 @@ ADD_COUNTER = (
 
 
 class StoreError(Exception):
-    """The database failed (server gone, disk full, locked too long); the message says how."""
+    """The database failed (server gone, disk full, locked too long); the message says how.
+    `public` says what went wrong without the database's address, port or role names, for
+    whoever may ask (the dashboard's anonymous /healthz): the message is for the server's log."""
+
+    def __init__(self, message: str, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = public or "the database cannot be reached or refused the query (the server's log says why)"
 
 
 @dataclass
@@ -192,14 +202,37 @@ class CentralStore(Protocol):
 
     def held_hours(self) -> dict[str, HeldHours]: ...
 
+    def decode_rows(self, rows: Iterable[tuple[str, str, Any]]) -> list[HourlyRecord]: ...
+
+    def replaced(self) -> bool: ...
+
     def close(self) -> None: ...
 
 
-def open_store(db: str | Path) -> CentralStore:
-    """A PostgreSQL store for a `postgresql://` URL, else a SQLite store for a file path."""
+def open_store(db: str | Path, read_only: bool = False) -> CentralStore:
+    """A PostgreSQL store for a `postgresql://` URL, else a SQLite store for a file path.
+    Read-only (the dashboard): nothing is created, migrated or locked for writing, a log of
+    another schema version is refused (StoreError), and a record this version cannot decode is
+    left out and noted in `unreadable` instead of failing the whole read."""
     if str(db).startswith(POSTGRES_SCHEMES):
-        return PostgresStore(str(db))
-    return SQLiteStore(db)
+        return PostgresStore(str(db), read_only)
+    return SQLiteStore(db, read_only=read_only)
+
+
+def _check_version(found: int, where: str) -> None:
+    """A read-only store reads only a log of this version: it may not migrate one."""
+    if found == SCHEMA.version:
+        return
+    if found > SCHEMA.version:
+        public = (
+            f"the central log is of schema version {found}, newer than this aicctv's {SCHEMA.version}: upgrade aicctv"
+        )
+    else:
+        public = (
+            f"the central log is of schema version {found}, older than this aicctv's {SCHEMA.version}: "
+            "`aicctv central run` migrates it when it starts"
+        )
+    raise StoreError(f"{where}: {public}", public)
 
 
 @dataclass(frozen=True)
@@ -235,6 +268,11 @@ class _SQLStore(ABC):
     """The SQL both databases share; subclasses connect and run transactions."""
 
     _errors: tuple[type[Exception], ...]
+    # Whether a driver's messages may name the server's address, port or role (PostgreSQL's do).
+    _addresses_in_errors = False
+    read_only = False
+    # (device, hour) -> why, of the rows a read-only store could not decode (at most UNREADABLE_KEPT).
+    unreadable: dict[tuple[str, str], str]
 
     @abstractmethod
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]: ...
@@ -251,7 +289,8 @@ class _SQLStore(ABC):
             yield
         except self._errors as exc:
             # One line (drivers add hint lines), and a connection string in it loses its password.
-            raise StoreError(redact(f"{type(exc).__name__}: {' '.join(str(exc).split())}")) from exc
+            message = redact(f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+            raise StoreError(message, None if self._addresses_in_errors else message) from exc
 
     def write(self, batch: Batch) -> int:
         """Write `batch` in one transaction; returns how many hourly rows were inserted or replaced.
@@ -284,7 +323,29 @@ class _SQLStore(ABC):
         self, device: str | None = None, since: str | None = None, until: str | None = None
     ) -> list[HourlyRecord]:
         """Stored records, oldest first, of one device or all, for hours in [since, until]."""
-        return [decode_record(text) for (text,) in self._read(*hourly_query(device, since, until))]
+        return self.decode_rows(self._read(*hourly_query(device, since, until, "device, hour, record")))
+
+    def decode_rows(self, rows: Iterable[tuple[str, str, Any]]) -> list[HourlyRecord]:
+        """The records of (device, hour, record) rows. A writable store raises ContractError on
+        one it cannot decode; a read-only one leaves it out and notes it in `unreadable`, so a
+        damaged row or one from a newer aicctv does not hide every other."""
+        records = []
+        for device, hour, text in rows:
+            try:
+                if not isinstance(text, str):
+                    raise ContractError(f"the record is {type(text).__name__}, not JSON text")
+                records.append(decode_record(text))
+            except ContractError as exc:
+                if not self.read_only:
+                    raise
+                if len(self.unreadable) < UNREADABLE_KEPT:
+                    self.unreadable[(str(device), str(hour))] = str(exc)
+        return records
+
+    def replaced(self) -> bool:
+        """Whether the log was replaced since it was opened (a new connection reads the new one);
+        StoreError when it is gone."""
+        return False
 
     def received(self) -> dict[tuple[str, str], float]:
         """When each (device, hour) row was last written (Unix time), e.g. to measure latency."""
@@ -349,16 +410,55 @@ def _latest(items: list, key: Any, order: Any) -> list:
 
 
 class SQLiteStore(_SQLStore):
-    """One SQLite file in WAL mode; several processes may write it (each waits its turn)."""
+    """One SQLite file in WAL mode; several processes may write it (each waits its turn).
+    Read-only, it is opened with mode=ro and query_only: in WAL a reader never waits for a
+    writer, so only a log being recovered makes it wait, READ_BUSY_TIMEOUT_S at most."""
 
     _errors = (sqlite3.Error,)
 
-    def __init__(self, path: str | Path, busy_timeout_s: float = 30.0) -> None:
+    def __init__(self, path: str | Path, busy_timeout_s: float = 30.0, read_only: bool = False) -> None:
         self.path = Path(path)
+        self.read_only = read_only
+        self.unreadable = {}
+        if read_only:
+            self._identity = self._stat()
+            with self._failures():
+                self.conn = sqlite3.connect(
+                    f"{self.path.resolve().as_uri()}?mode=ro",
+                    uri=True,
+                    isolation_level=None,
+                    timeout=READ_BUSY_TIMEOUT_S,
+                )
+                try:
+                    self.conn.execute("PRAGMA query_only = ON")
+                    _check_version(self.conn.execute("PRAGMA user_version").fetchone()[0], str(self.path))
+                except BaseException:
+                    self.conn.close()
+                    raise
+            return
         with self._failures():
             # Durable: an acknowledged message must survive power loss, since the broker forgets it.
             self.conn = connect_durable(self.path, busy_timeout_s)
             migrate_sqlite(self.conn, SCHEMA, str(self.path))
+
+    def _stat(self) -> tuple[int, int]:
+        """The file's (device, inode): which file the path names now."""
+        try:
+            found = self.path.stat()
+        except FileNotFoundError:
+            raise StoreError(
+                f"no central log at {self.path}: deleted or moved?", "the central log file is gone (deleted or moved)"
+            ) from None
+        except OSError as exc:
+            raise StoreError(
+                f"{self.path}: {exc.strerror}", f"the central log file cannot be read: {exc.strerror}"
+            ) from None
+        return found.st_dev, found.st_ino
+
+    def replaced(self) -> bool:
+        # An open SQLite file goes on reading a deleted or replaced file's old inode: the path is
+        # looked at again on every use.
+        return self.read_only and self._stat() != self._identity
 
     def close(self) -> None:
         self.conn.close()
@@ -376,13 +476,31 @@ class SQLiteStore(_SQLStore):
 class PostgresStore(_SQLStore):
     """A PostgreSQL database (psycopg 3, imported only here, so SQLite users need not install it)."""
 
-    def __init__(self, url: str) -> None:
+    _addresses_in_errors = True
+
+    def __init__(self, url: str, read_only: bool = False) -> None:
         try:
             import psycopg
         except ImportError:
             raise StoreError("PostgreSQL needs psycopg: pip install 'aicctv[central]'") from None
         self._errors = (psycopg.Error,)
         self.url = url
+        self.read_only = read_only
+        self.unreadable = {}
+        if read_only:
+            with self._failures():
+                # Every transaction of this session read-only: the server refuses a write.
+                self.conn = psycopg.connect(
+                    url, autocommit=True, connect_timeout=10, options="-c default_transaction_read_only=on"
+                )
+                try:
+                    known = self.conn.execute("SELECT to_regclass('aicctv_schema') IS NOT NULL").fetchone()[0]
+                    row = self.conn.execute("SELECT version FROM aicctv_schema").fetchone() if known else None
+                    _check_version(row[0] if row else 0, redact(url))
+                except BaseException:
+                    self.conn.close()
+                    raise
+            return
         with self._failures():
             self.conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
             with self._transaction():

@@ -3,14 +3,23 @@ driven with raw sockets where a well-behaved HTTP client would not send what an 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import json
+import os
+import shutil
 import socket
+import sqlite3
+import time
+from pathlib import Path
 
 import pytest
 
 from central.config import hash_secret
+from central.localtime import day_hours
+from central.store import SCHEMA, Batch, open_store
 from tests import test_web
-from tests.test_web import Server, seed
+from tests.test_web import BERLIN, DST_DAY, Server, day_records, seed, wait
 
 browser = test_web.browser  # the module's headless Chromium fixture
 
@@ -58,3 +67,108 @@ def test_settings_stops_reading_a_body_at_its_limit(log):
         chunk = b"2000\r\n" + b"device=" + b"x" * (0x2000 - 7) + b"\r\n"
         status, body = raw_exchange(server.url, common + "Transfer-Encoding: chunked\r\n\r\n", [chunk])
         assert status == 413 and b"form" in body
+
+
+# ---- the log as the dashboard finds it: locked, older, newer, damaged, gone -------------------------
+
+
+def user_version(path: str, set_to: int | None = None) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        if set_to is not None:
+            conn.execute(f"PRAGMA user_version = {set_to}")
+        return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def test_the_log_is_opened_read_only_and_a_writers_lock_is_not_waited_for(log, tmp_path):
+    writer = sqlite3.connect(log, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another writer (the subscriber) mid-transaction
+    try:
+        with Server(log) as server:
+            started = time.monotonic()
+            status, _, body = server.get("/healthz")
+            assert (status, body) == (200, b"ok\n")
+            assert server.get(f"/day?device=shop-1&date={DST_DAY}")[0] == 200
+            assert time.monotonic() - started < 10, "the dashboard waited for the writer's lock"
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    # A log of the first release (schema 0) is read as it is, never migrated by the dashboard.
+    old = str(shutil.copy(Path(__file__).parent / "fixtures" / "logs" / "central-v0.1.0.db", tmp_path / "old.db"))
+    with Server(old) as server:
+        status, _, body = server.get("/healthz")
+        assert status == 503 and b"older than this aicctv's" in body and b"aicctv central run" in body
+    assert user_version(old) == 0
+
+
+def test_a_newer_log_is_a_clear_503_everywhere(log):
+    user_version(log, set_to=SCHEMA.version + 1)
+    with Server(log) as server:
+        status, _, body = server.get("/healthz")
+        assert status == 503 and b"newer than this aicctv's" in body and b"upgrade aicctv" in body
+        status, headers, page = server.get("/day")
+        assert status == 503 and headers["Content-Type"].startswith("text/html") and b"upgrade aicctv" in page
+        status, _, body = server.get("/api/v1/live")
+        assert status == 503 and "upgrade aicctv" in json.loads(body)["error"]
+        assert server.get("/metrics")[0] == 503
+    assert user_version(log) == SCHEMA.version + 1
+
+
+def test_an_undecodable_row_is_left_out_and_said(log, browser):
+    hour = day_hours(DST_DAY, BERLIN)[5]  # the hour seed() leaves out
+    with contextlib.closing(sqlite3.connect(log)) as conn, conn:
+        conn.execute(
+            "INSERT INTO hourly (device, hour, revision, record, visitors, received) VALUES (?, ?, 1, ?, 3, 0)",
+            ("shop-1", hour, '{"device": "shop-1", "from": "a newer aicctv"'),
+        )
+    with Server(log) as server:
+        assert server.get("/healthz")[0] == 200  # nothing has read that row yet
+        browser.get(f"{server.url}/day?device=shop-1&date={DST_DAY}")
+        wait(browser, lambda d: d.execute_script("return document.body.dataset.chartReady") == "1")
+        warning = browser.find_element("id", "unreadable").text
+        assert warning.startswith("1 hourly record(s)") and f"shop-1 {hour}" in warning
+        assert browser.find_element("id", "total-visitors").text == str(
+            sum(r.visitors for r in day_records("shop-1", DST_DAY, BERLIN, skip=5))
+        )
+        hourly = server.json(f"/api/v1/hourly?device=shop-1&since={DST_DAY}&until={DST_DAY}")
+        assert len(hourly["records"]) == 22
+        status, _, body = server.get("/healthz")
+        assert status == 503 and body.startswith(b"not ok: 1 hourly record(s)") and b"shop-1" not in body
+
+
+def test_healthz_names_no_database_host_port_or_role():
+    with Server("postgresql://central_role:pw@127.0.0.1:1/aicctv_log") as server:
+        status, _, body = server.get("/healthz")
+        assert status == 503 and body.startswith(b"not ok: the database cannot be reached")
+        for secret in (b"127.0.0.1", b"port", b"central_role", b"aicctv_log", b"pw"):
+            assert secret not in body, body
+
+
+def reporting(server: Server) -> set[str]:
+    """The devices with a status in the log the server reads."""
+    return {d["device"] for d in server.json("/api/v1/devices")["devices"] if d["status"]}
+
+
+def test_a_deleted_or_replaced_log_is_noticed(log, tmp_path):
+    with Server(log) as server:
+        assert server.get("/healthz")[0] == 200
+        assert reporting(server) == {"shop-1", "lobby-2"}
+        for path in Path(log).parent.glob("central.db*"):
+            path.unlink()
+        status, _, body = server.get("/healthz")
+        assert status == 503 and b"gone" in body
+        assert server.get("/api/v1/devices")[0] == 503
+        # Another log put in its place (a restored backup): read from then on.
+        other = tmp_path / "other.db"
+        store = open_store(other)
+        store.write(Batch(statuses={"door-3": "online"}))
+        store.close()
+        os.replace(other, log)
+        assert server.get("/healthz")[0] == 200
+        assert reporting(server) == {"door-3"}
+        replacement = tmp_path / "again.db"
+        shutil.copy(log, replacement)
+        store = open_store(replacement)
+        store.write(Batch(statuses={"gate-4": "online"}))
+        store.close()
+        os.replace(replacement, log)  # replaced while the dashboard has it open
+        assert reporting(server) == {"door-3", "gate-4"}

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import date, timedelta
@@ -48,6 +49,8 @@ from edge.wire.contract import (
 )
 from edge.wire.export import json_line, write_records, write_xlsx
 from edge.wire.listen import is_loopback, split_listen
+
+log = logging.getLogger("aicctv.web")
 
 API_VERSION = 1
 HERE = Path(__file__).parent
@@ -145,12 +148,18 @@ class Dashboard:
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, trim_blocks=True, lstrip_blocks=True
         )
+        self._last_problem: str | None = None  # what /healthz last logged
 
     # -- helpers
 
     def page(self, name: str, page: str, title: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = self.env.get_template(name).render(
-            page=page, title=title, nav=NAV, db=redact(self.config.storage.db), **context
+            page=page,
+            title=title,
+            nav=NAV,
+            db=redact(self.config.storage.db),
+            unreadable=self.reader.unreadable(examples=True),
+            **context,
         )
         return HTMLResponse(html, status_code=status)
 
@@ -499,10 +508,20 @@ class Dashboard:
         return JSONResponse(body)
 
     async def healthz(self, request: Request) -> Response:
+        """ok, or 503 and what is wrong, for anyone who asks (it needs no credential): so never
+        the database's address, port or role names. The full message goes to the server's log."""
         try:
             await self.reader.run(queries.ping)
+            problem = self.reader.unreadable(examples=False)
+            detail = problem
         except StoreError as exc:
-            return PlainTextResponse(f"database unreachable: {redact(str(exc))}\n", status_code=503)
+            problem, detail = exc.public, str(exc)
+        if detail != self._last_problem:
+            self._last_problem = detail
+            if detail is not None:
+                log.warning("not healthy: %s", redact(detail))
+        if problem is not None:
+            return PlainTextResponse(f"not ok: {problem}\n", status_code=503)
         return PlainTextResponse("ok\n")
 
     async def metrics(self, request: Request) -> Response:

@@ -19,9 +19,8 @@ from typing import Any, TypeVar
 
 from central.config import CentralConfig, Local, Places
 from central.localtime import day_hours, hour_label, local_start, today
-from central.store import RUNNING_WITHIN_S, CentralStore, StoreError, open_store
+from central.store import RUNNING_WITHIN_S, UNREADABLE_KEPT, CentralStore, StoreError, open_store
 from edge.wire.contract import AGE_BANDS, GENDERS, HourlyRecord, LiveCounts, hour_of, hour_start, parse_hour
-from edge.wire.sqlite import decode_record
 
 T = TypeVar("T")
 HOUR_S = 3600
@@ -41,13 +40,32 @@ class Reader:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn, args)
 
     def _call(self, fn: Callable[..., T], args: tuple) -> T:
-        if self._store is None:
-            self._store = open_store(self.db)
         try:
+            if self._store is not None and self._store.replaced():
+                self._drop()  # the path names another file now (a restored backup): read that one
+            if self._store is None:
+                self._store = open_store(self.db, read_only=True)
             return fn(self._store, *args)
         except StoreError:
             self._drop()
             raise
+
+    def unreadable(self, examples: bool) -> str | None:
+        """What the log holds that this version could not decode, as read so far on the current
+        connection (None: nothing), with an example row when `examples`."""
+        store = self._store
+        found = dict(store.unreadable) if store is not None else {}
+        if not found:
+            return None
+        count = f"{len(found)}{'+' if len(found) >= UNREADABLE_KEPT else ''}"
+        text = (
+            f"{count} hourly record(s) in the central log cannot be read by this aicctv "
+            "(written by a newer one, or damaged) and are left out"
+        )
+        if examples:
+            (device, hour), why = min(found.items())
+            text += f"; the first: {device} {hour}: {why}"
+        return text
 
     def _drop(self) -> None:
         store, self._store = self._store, None
@@ -67,8 +85,19 @@ def read(store: CentralStore, sql: str, params: Sequence[Any] = ()) -> list[tupl
 
 
 def ping(store: CentralStore) -> bool:
-    read(store, "SELECT 1")
+    """The log answers and each device's latest record decodes (where a newer writer shows first)."""
+    latest_records(store)
     return True
+
+
+def latest_records(store: CentralStore) -> dict[str, HourlyRecord]:
+    """Each device's latest stored record."""
+    rows = read(
+        store,
+        "SELECT h.device, h.hour, h.record FROM hourly h JOIN (SELECT device, max(hour) AS hour FROM hourly"
+        " GROUP BY device) m ON h.device = m.device AND h.hour = m.hour",
+    )
+    return {r.device: r for r in store.decode_rows(rows)}
 
 
 # ---- snapshots -----------------------------------------------------------------------------------
@@ -116,12 +145,7 @@ def snapshot(store: CentralStore, places: Places, now: float | None = None) -> S
             store, "SELECT device, min(hour), max(hour), count(*), max(received) FROM hourly GROUP BY device"
         )
     }
-    latest_rows = read(
-        store,
-        "SELECT h.record FROM hourly h JOIN (SELECT device, max(hour) AS hour FROM hourly GROUP BY device) m"
-        " ON h.device = m.device AND h.hour = m.hour",
-    )
-    latest = {r.device: r for r in (decode_record(text) for (text,) in latest_rows)}
+    latest = latest_records(store)
     # Two days and two hours back covers "today" in every zone (UTC-12 to UTC+14).
     recent = store.hourly(since=hour_start(now - 50 * HOUR_S))
     return Snapshot(now, store.statuses(), store.live(), held, latest, recent, store.counters(), places)
