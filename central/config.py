@@ -143,6 +143,19 @@ def _check_hash(value: str, name: str) -> None:
         raise ConfigError(f"{name}: not a hash made by `aicctv central hash-password` (scrypt$…)")
 
 
+_HOST = re.compile(r"[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?)*|\[[0-9a-f:.]+\]")
+
+
+def _host_name(text: str) -> str:
+    return text.strip().lower().rstrip(".")
+
+
+def _check_hosts(value: str, name: str) -> None:
+    for host in value.split(","):
+        if host.strip() and not _HOST.fullmatch(_host_name(host)):
+            raise ConfigError(f"{name}: {host.strip()!r} is not a host name, e.g. dashboard.example.com (no port)")
+
+
 @dataclass(frozen=True)
 class WebSection:
     listen: str = setting(
@@ -166,6 +179,19 @@ class WebSection:
         help="a bearer token for scripts (Authorization: Bearer …), hashed the same way",
     )
     refresh_s: float = setting(5.0, ge=1.0, le=600.0, help="how often the Now page refreshes its live counts, seconds")
+    hosts: str = setting(
+        "",
+        check=_check_hosts,
+        example="dashboard.example.com, aicctv.lan",
+        help="names the dashboard is reached by, comma-separated, besides localhost and the address it is "
+        "reached at; a request naming another Host is refused (421), so a page elsewhere cannot read the "
+        "dashboard by rebinding its own name to this machine (DNS rebinding)",
+    )
+
+    @property
+    def host_names(self) -> frozenset[str]:
+        """`hosts` as lower-case names without a trailing dot."""
+        return frozenset(_host_name(name) for name in self.hosts.split(",") if name.strip())
 
 
 def _check_discovery_prefix(value: str, name: str) -> None:

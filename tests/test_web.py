@@ -147,8 +147,8 @@ def sqlite_db(tmp_path) -> str:
     return str(tmp_path / "central.db")
 
 
-@pytest.fixture(scope="module")
-def browser():
+def chromium(*flags: str):
+    """A headless Chromium under Selenium (Debian's chromium and chromium-driver), with `flags`."""
     if not CHROMEDRIVER.exists():
         from bench.services import missing
 
@@ -164,10 +164,17 @@ def browser():
         "--disable-dev-shm-usage",
         "--disable-gpu",
         "--window-size=1200,1000",
+        *flags,
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(30)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser():
+    driver = chromium()
     yield driver
     driver.quit()
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from central.config import hash_secret
+from central.config import CentralConfig, hash_secret
 from central.localtime import day_hours
 from central.store import SCHEMA, Batch, open_store
+from edge.wire.config import ConfigError, load
 from tests import test_web
 from tests.test_web import BERLIN, DST_DAY, Server, day_records, seed, wait
 
@@ -172,3 +173,42 @@ def test_a_deleted_or_replaced_log_is_noticed(log, tmp_path):
         store.close()
         os.replace(replacement, log)  # replaced while the dashboard has it open
         assert reporting(server) == {"door-3", "gate-4"}
+
+
+# ---- Host: DNS rebinding -----------------------------------------------------------------------
+
+
+def test_a_host_it_does_not_serve_is_refused(log):
+    with Server(log, hosts="dashboard.example.com, AICCTV.lan") as server:
+        port = server.url.rsplit(":", 1)[1]
+        for path in ("/api/v1/devices", "/log.csv", "/metrics", "/", "/healthz"):
+            status, _, body = server.get(path, {"Host": f"rebind.attacker.example:{port}"})
+            assert status == 421 and b"web.hosts" in body, (path, status, body)
+        # Served: its own address, the loopback names (any port: an SSH tunnel's), configured names.
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost:9000", f"[::1]:{port}", "127.0.0.1"):
+            assert server.get("/api/v1/devices", {"Host": host})[0] == 200, host
+        for host in ("dashboard.example.com", f"aicctv.lan:{port}", "DASHBOARD.example.com."):
+            assert server.get("/api/v1/devices", {"Host": host})[0] == 200, host
+        for host in ("dashboard.example.com.evil", "localhost.evil", "127.0.0.1.nip.io", "[::1", ""):
+            assert server.get("/api/v1/devices", {"Host": host})[0] in (400, 421), host
+
+
+def test_web_hosts_takes_names_only():
+    for bad in ("dashboard.example.com:8080", "http://x.example", "a b", "*.example.com"):
+        with pytest.raises(ConfigError, match=r"web\.hosts: .* is not a host name"):
+            load(CentralConfig, overrides={"web.hosts": f"ok.example, {bad}"}, environ={})
+    web = load(CentralConfig, overrides={"web.hosts": " A.example. ,[::1],"}, environ={}).web
+    assert web.host_names == {"a.example", "[::1]"}
+
+
+def test_a_rebound_name_reads_nothing_in_a_browser(log):
+    """The attack itself: the browser resolves the attacker's name to this machine."""
+    with Server(log) as server:
+        port = server.url.rsplit(":", 1)[1]
+        driver = test_web.chromium("--host-resolver-rules=MAP rebind.attacker.example 127.0.0.1")
+        try:
+            driver.get(f"http://rebind.attacker.example:{port}/api/v1/devices")
+            text = driver.find_element("tag name", "body").text
+        finally:
+            driver.quit()
+        assert "shop-1" not in text and "does not serve" in text

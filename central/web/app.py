@@ -125,6 +125,49 @@ class Auth:
         return False
 
 
+class HostCheck:
+    """421 to a request whose Host header names neither this machine (localhost, a loopback
+    address, the address the connection came in on, the listen address) nor one of web.hosts. A
+    page elsewhere that points its own name at this machine (DNS rebinding) then reads nothing,
+    although the browser takes the answer as its own site's. The port is not checked: a
+    rebinding name is never one of these, and an SSH tunnel's Host has its own port."""
+
+    LOCAL = frozenset({"localhost", "127.0.0.1", "::1"})
+
+    def __init__(self, app: ASGIApp, web: WebSection) -> None:
+        self.app = app
+        self.served = self.LOCAL | {split_listen(web.listen)[0].lower()} | web.host_names
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope["headers"]).get(b"host")
+        # A browser always sends Host; a request without one (HTTP/1.0) is no rebinding.
+        if header is None or self._name(header.decode("latin-1")) in self.served | {_server_host(scope)}:
+            await self.app(scope, receive, send)
+            return
+        shown = header.decode("latin-1")[:100]
+        response = PlainTextResponse(
+            f"this dashboard does not serve Host {shown!r}: add the name to web.hosts if it is this server's\n",
+            status_code=421,
+        )
+        await response(scope, receive, send)
+
+    @staticmethod
+    def _name(host: str) -> str:
+        """The name of a Host header without its port, lower case, without a trailing dot."""
+        if host.startswith("["):
+            name, bracket, _ = host[1:].partition("]")
+            return name.lower() if bracket else ""
+        return host.rpartition(":")[0].lower().rstrip(".") if ":" in host else host.lower().rstrip(".")
+
+
+def _server_host(scope: Scope) -> str:
+    server = scope.get("server")
+    return str(server[0]).lower() if server else "127.0.0.1"
+
+
 def check_listen(web: WebSection) -> tuple[str, int]:
     """The host and port to bind; ConfigError when that is not local and no credential is set."""
     host, port = split_listen(web.listen)
@@ -608,4 +651,6 @@ def create_app(config: CentralConfig, places: Places, db: str | None = None) -> 
     app = Starlette(routes=dashboard.routes(), lifespan=lifespan)
     app.state.dashboard = dashboard
     app.add_middleware(Auth, web=config.web)
+    # Outermost: a request for another site is refused before it costs a password check.
+    app.add_middleware(HostCheck, web=config.web)
     return app
