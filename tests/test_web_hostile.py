@@ -3,6 +3,7 @@ driven with raw sockets where a well-behaved HTTP client would not send what an 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import json
@@ -10,7 +11,9 @@ import os
 import shutil
 import socket
 import sqlite3
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,7 @@ import pytest
 from central.config import CentralConfig, hash_secret
 from central.localtime import day_hours
 from central.store import SCHEMA, Batch, open_store
+from central.web.app import Auth
 from edge.wire.config import ConfigError, load
 from tests import test_web
 from tests.test_web import BERLIN, DST_DAY, Server, day_records, seed, wait
@@ -212,3 +216,57 @@ def test_a_rebound_name_reads_nothing_in_a_browser(log):
         finally:
             driver.quit()
         assert "shop-1" not in text and "does not serve" in text
+
+
+# ---- wrong credentials cannot exhaust the server -------------------------------------------------
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def flood(url: str, count: int, sources: list[str], under_way: threading.Event | None = None) -> list[int]:
+    """`count` simultaneous requests with distinct wrong passwords, from the given loopback
+    source addresses in turn; their statuses. `under_way` is set as they all set off."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    start = threading.Barrier(count, action=under_way.set if under_way else None)
+
+    def one(n: int) -> int:
+        conn = http.client.HTTPConnection(host, int(port), timeout=60, source_address=(sources[n % len(sources)], 0))
+        try:
+            start.wait()
+            conn.request("GET", "/api/v1/live", headers=basic("owner", f"guess-{n}"))
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def scrypt_threads() -> int:
+    """Worker threads the server's checks have started (they stay a while when idle)."""
+    return sum(1 for t in threading.enumerate() if t.name == "AnyIO worker thread")
+
+
+def test_a_flood_of_wrong_passwords_is_throttled_and_logged_in_requests_go_on(log):
+    with Server(log, host="0.0.0.0", password_hash=hash_secret("owner-password")) as server:
+        owner = basic("owner", "owner-password")
+        assert server.get("/api/v1/live", owner)[0] == 200  # logged in: remembered from now on
+        # One address guessing: a few guesses are checked, then it is told to wait, unchecked.
+        statuses = flood(server.url, 40, ["127.0.0.1"])
+        assert statuses.count(401) == Auth.FAILURES_ALLOWED and statuses.count(429) == 30, statuses
+        assert server.get("/api/v1/live", basic("owner", "one-more-guess"))[0] == 429
+        # Many addresses at once (127.0.0.2-61): at most two checks run together and 32 wait;
+        # the rest are turned away at once rather than queued; the owner is served throughout.
+        under_way = threading.Event()
+        with ThreadPoolExecutor(1) as pool:
+            flooding = pool.submit(flood, server.url, 60, [f"127.0.0.{i}" for i in range(2, 62)], under_way)
+            assert under_way.wait(60)
+            started = time.monotonic()
+            assert server.get("/api/v1/live", owner)[0] == 200
+            assert time.monotonic() - started < 10, "the logged-in request waited for the flood"
+            statuses = flooding.result(120)
+        assert set(statuses) <= {401, 503} and statuses.count(401) >= Auth.CHECKS_AT_ONCE, statuses
+        assert scrypt_threads() <= Auth.CHECKS_AT_ONCE + 1  # + the first request's
+        assert server.get("/api/v1/live", owner)[0] == 200

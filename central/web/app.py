@@ -74,38 +74,94 @@ class BadRequest(Exception):
 
 class Auth:
     """HTTP basic (web.username + web.password_hash) or bearer (web.token_hash) authentication of
-    every request but /healthz, when a credential is configured. Hashes are scrypt (slow on
-    purpose), so a credential once verified is remembered by its SHA-256 for this process."""
+    every request but /healthz, when a credential is configured.
+
+    Hashes are scrypt, slow on purpose (16 MiB and tens of milliseconds a check), so a flood of
+    wrong credentials must not become a flood of checks: a credential once verified is
+    remembered by its SHA-256 (a logged-in request costs no check), so is a wrong one; at most
+    CHECKS_AT_ONCE checks run together and CHECKS_WAITING wait (beyond that: 503 at once); and a
+    client address with FAILURES_ALLOWED wrong or pending credentials within FAILURE_WINDOW_S is
+    answered 429 without a check. Behind a reverse proxy every client is the proxy's address:
+    a flood then holds off new logins for everyone, never those already made."""
+
+    CHECKS_AT_ONCE = 2
+    CHECKS_WAITING = 32
+    FAILURES_ALLOWED = 10
+    FAILURE_WINDOW_S = 60.0
+    REMEMBERED = 1024  # credentials kept, right and wrong each; clients tracked
 
     def __init__(self, app: ASGIApp, web: WebSection) -> None:
         self.app = app
         self.web = web
         self.required = bool(web.password_hash or web.token_hash)
         self._good: set[bytes] = set()
+        self._bad: dict[bytes, None] = {}  # insertion-ordered: the oldest is forgotten first
+        self._checks = anyio.CapacityLimiter(self.CHECKS_AT_ONCE)
+        self._waiting = 0
+        # Per client address: times of its recent failures, and its checks under way.
+        self._failures: dict[str, list[float]] = {}
+        self._pending: dict[str, int] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.required or scope["path"] == "/healthz":
             await self.app(scope, receive, send)
             return
         header = dict(scope["headers"]).get(b"authorization", b"")
-        if header and await self._verified(header):
+        client = scope["client"][0] if scope.get("client") else "?"
+        verdict = await self._verdict(header, client) if header else 401
+        if verdict == 200:
             await self.app(scope, receive, send)
             return
-        response = PlainTextResponse(
-            "authentication required\n",
-            status_code=401,
-            headers={"WWW-Authenticate": 'Basic realm="aicctv", charset="UTF-8"'},
-        )
-        await response(scope, receive, send)
+        if verdict == 401:
+            text, headers = "authentication required\n", {"WWW-Authenticate": 'Basic realm="aicctv", charset="UTF-8"'}
+        elif verdict == 429:
+            text, headers = "too many wrong credentials from this address: wait a minute\n", {"Retry-After": "60"}
+        else:
+            text, headers = "too many logins being checked: try again shortly\n", {"Retry-After": "5"}
+        await PlainTextResponse(text, status_code=verdict, headers=headers)(scope, receive, send)
 
-    async def _verified(self, header: bytes) -> bool:
+    async def _verdict(self, header: bytes, client: str) -> int:
+        """200 (verified), 401 (wrong), 429 (this client is throttled) or 503 (too many waiting)."""
         digest = hashlib.sha256(header).digest()
         if digest in self._good:
-            return True
-        ok = await anyio.to_thread.run_sync(self._check, header)
-        if ok and len(self._good) < 256:
-            self._good.add(digest)
-        return ok
+            return 200
+        if digest in self._bad:
+            self._failed(client)
+            return 401
+        if len(self._recent(client)) + self._pending.get(client, 0) >= self.FAILURES_ALLOWED:
+            return 429
+        if self._waiting >= self.CHECKS_WAITING:
+            return 503
+        self._waiting += 1
+        self._pending[client] = self._pending.get(client, 0) + 1
+        try:
+            ok = await anyio.to_thread.run_sync(self._check, header, limiter=self._checks)
+        finally:
+            self._waiting -= 1
+            self._pending[client] -= 1
+            if not self._pending[client]:
+                del self._pending[client]
+        if ok:
+            if len(self._good) < self.REMEMBERED:
+                self._good.add(digest)
+            return 200
+        self._bad[digest] = None
+        if len(self._bad) > self.REMEMBERED:
+            del self._bad[next(iter(self._bad))]
+        self._failed(client)
+        return 401
+
+    def _recent(self, client: str) -> list[float]:
+        """When `client`'s failures within FAILURE_WINDOW_S were (the last FAILURES_ALLOWED)."""
+        now = time.monotonic()
+        return [t for t in self._failures.get(client, []) if now - t < self.FAILURE_WINDOW_S][-self.FAILURES_ALLOWED :]
+
+    def _failed(self, client: str) -> None:
+        self._failures[client] = [*self._recent(client), time.monotonic()]
+        if len(self._failures) > self.REMEMBERED:
+            # Many addresses at once: the checks' own limits still hold; forget the quietest.
+            oldest = min(self._failures, key=lambda c: self._failures[c][-1])
+            del self._failures[oldest]
 
     def _check(self, header: bytes) -> bool:
         import base64
