@@ -14,15 +14,17 @@ import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 from pathlib import Path
 
 import pytest
 
 from central.config import CentralConfig, hash_secret
-from central.localtime import day_hours
+from central.localtime import day_hours, zone
 from central.store import SCHEMA, Batch, open_store
 from central.web.app import Auth
 from edge.wire.config import ConfigError, load
+from edge.wire.contract import parse_hour
 from tests import test_web
 from tests.test_web import BERLIN, DST_DAY, Server, day_records, seed, wait
 
@@ -270,3 +272,47 @@ def test_a_flood_of_wrong_passwords_is_throttled_and_logged_in_requests_go_on(lo
         assert set(statuses) <= {401, 503} and statuses.count(401) >= Auth.CHECKS_AT_ONCE, statuses
         assert scrypt_threads() <= Auth.CHECKS_AT_ONCE + 1  # + the first request's
         assert server.get("/api/v1/live", owner)[0] == 200
+
+
+# ---- dates out of range --------------------------------------------------------------------------
+
+OUT_OF_RANGE = [
+    "/day?date=9999-12-31",
+    "/day?date=0001-01-01",
+    "/week?date=0001-01-01",
+    "/week?date=9999-12-31",
+    "/month?date=9999-12-01",
+    "/month?date=0001-01-31",
+    "/log?since=0001-01-01",
+    "/log?until=9999-12-31",
+    "/log.csv?since=0001-01-01&until=0001-01-02",
+    "/log.xlsx?until=9999-12-31",
+    "/api/v1/hourly?until=0001-01-01",
+    "/api/v1/hourly?since=9999-12-31",
+    "/api/v1/hourly?since=0001-01-01T00:00:00Z",
+    "/api/v1/hourly?until=9999-12-31T23:59:59%2B00:00",
+    "/api/v1/hourly?since=0999-06-01T00:00:00-12:00&by=day",
+    "/day?device=shop-1&date=1969-12-31",
+]
+
+
+def test_dates_out_of_range_are_a_clear_400_everywhere(log):
+    with Server(log) as server:
+        for path in OUT_OF_RANGE:
+            status, _, body = server.get(path)
+            assert status == 400, (path, status, body[-300:])
+            text = json.loads(body)["error"] if path.startswith("/api/") else body.decode()
+            assert "out of range: from 1970-01-01 to 9998-12-31" in text, (path, text[-300:])
+        # The ends of the range are served, their hours well formed.
+        for path in (
+            "/day?date=1970-01-01",
+            "/week?date=1970-01-01",
+            "/month?date=9998-12-31",
+            "/log?until=9998-12-31",
+        ):
+            assert server.get(path)[0] == 200, path
+        for tz in ("Pacific/Kiritimati", "Pacific/Pago_Pago"):
+            hourly = server.json(f"/api/v1/hourly?since=1970-01-01&until=9998-12-31&tz={tz}")
+            assert hourly["since"] == day_hours(date(1970, 1, 1), zone(tz))[0]
+            assert hourly["until"] == day_hours(date(9998, 12, 31), zone(tz))[-1]
+            assert parse_hour(hourly["since"]) < parse_hour(hourly["until"])

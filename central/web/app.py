@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -63,6 +63,9 @@ NAV = (
     ("log", "Log", "log"),
 )
 LOG_PAGE_ROWS = 1000
+# The dates a query may name: a period and its comparison (up to five weeks either side) keep
+# within what dates and Unix times hold, and every hour in them is a 'YYYY-MM-DDTHH:00:00Z'.
+DATE_RANGE = (date(1970, 1, 1), date(9998, 12, 31))
 
 
 class BadRequest(Exception):
@@ -633,28 +636,36 @@ def _known_devices(store: CentralStore) -> list[str]:
     return sorted(hourly | set(store.statuses()) | set(store.live()))
 
 
+def _in_range(name: str, text: str, day: date) -> date:
+    """`day` if the pages and the API can work with it: a period or its comparison around it
+    stays within what dates and Unix times can hold, its hours within 'YYYY-MM-DDTHH:00:00Z'."""
+    if not DATE_RANGE[0] <= day <= DATE_RANGE[1]:
+        raise BadRequest(f"{name}={text!r}: out of range: from {DATE_RANGE[0]} to {DATE_RANGE[1]}")
+    return day
+
+
 def _date_param(request: Request, name: str, default: date) -> date:
     text = request.query_params.get(name)
     if not text:
         return default
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise BadRequest(f"{name}={text!r}: expected a date YYYY-MM-DD") from None
+    return _in_range(name, text, day)
 
 
 def _bound(request: Request, name: str, tz: Any, first: bool) -> str | None:
     """An hour bound from a local date (its first or last hour) or an ISO 8601 instant with zone."""
-    from datetime import datetime
-
     text = request.query_params.get(name)
     if not text:
         return None
     if len(text) == 10:
         try:
-            hours = day_hours(date.fromisoformat(text), tz)
+            day = date.fromisoformat(text)
         except ValueError:
             raise BadRequest(f"{name}={text!r}: expected YYYY-MM-DD or an ISO 8601 time with zone") from None
+        hours = day_hours(_in_range(name, text, day), tz)
         return hours[0] if first else hours[-1]
     try:
         moment = datetime.fromisoformat(text)
@@ -662,7 +673,12 @@ def _bound(request: Request, name: str, tz: Any, first: bool) -> str | None:
         raise BadRequest(f"{name}={text!r}: expected YYYY-MM-DD or an ISO 8601 time with zone") from None
     if moment.tzinfo is None:
         raise BadRequest(f"{name}={text!r}: give a zone (Z or +09:00), or a date")
-    return hour_start(moment.timestamp())
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:
+        utc = datetime.min if moment.year == 1 else datetime.max  # beyond the range either way
+    _in_range(name, text, utc.date())
+    return hour_start(utc.timestamp())
 
 
 def _local_text(hour: str, tz: Any) -> str:
