@@ -33,7 +33,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from central.config import CentralConfig, Places, WebSection, verify_secret
-from central.localtime import day_hours, local_start, today, zone
+from central.localtime import day_hours, local_day, local_start, today, zone
 from central.store import CentralStore, StoreError
 from central.web import metrics, queries, settings
 from central.web.queries import KINDS, Reader
@@ -370,8 +370,19 @@ class Dashboard:
         if tz is not None:
             local = type(local)(tz.key, local.opening_hours)
         now = time.time()
-        anchor = _date_param(request, "date", today(local.tz, now))
+        this_day = today(local.tz, now)
+        anchor = _date_param(request, "date", this_day)
         records, earlier = await self.reader.run(queries.period_records, kind, anchor, devices, local)
+        notice = None
+        if not request.query_params.get("date") and not any(r.device in devices for r in records):
+            # Nothing yet today (this week, month): open on the latest that has data instead of
+            # an empty chart, and say so.
+            latest = await self.reader.run(queries.latest_hour, devices if target_kind else None)
+            if latest is not None:
+                anchor = local_day(latest, local.tz)
+                records, earlier = await self.reader.run(queries.period_records, kind, anchor, devices, local)
+                current = {"day": "today", "week": "this week", "month": "this month"}[kind]
+                notice = f"Nothing in the log for {current} ({this_day}): showing the latest {kind} with data."
         period = queries.build_period(kind, anchor, devices, local, records, earlier, now)
         target_query = urlencode({target_kind: target_name} if target_kind else {})
 
@@ -417,7 +428,8 @@ class Dashboard:
             target_query=target_query,
             prev_href=href(queries.shift(kind, anchor, -1)),
             next_href=href(queries.shift(kind, anchor, 1)),
-            today_href=f"{kind}?{target_query}",
+            today_href=href(this_day),
+            notice=notice,
             chart_json=json.dumps(chart).replace("</", "<\\/"),
             coverage_text="–" if coverage is None else f"{int(coverage * 100)}%",
             partial=coverage is not None and coverage < 1,

@@ -448,6 +448,17 @@ def period_records(
     return store.hourly(device, since, until), store.hourly(device, old_since, old_until)
 
 
+def latest_hour(store: CentralStore, devices: Sequence[str] | None) -> str | None:
+    """The latest hour the log holds a record for, of `devices` (None: of any device)."""
+    if devices is None:
+        rows = read(store, "SELECT max(hour) FROM hourly")
+    elif not devices:
+        return None
+    else:
+        rows = read(store, f"SELECT max(hour) FROM hourly WHERE device IN ({', '.join('?' * len(devices))})", devices)
+    return rows[0][0] if rows else None
+
+
 def day_totals(
     records: Iterable[HourlyRecord], tz: tzinfo, group: Callable[[HourlyRecord], str] = lambda r: r.device
 ) -> list[dict[str, Any]]:

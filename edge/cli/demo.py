@@ -182,7 +182,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"\nnext: aicctv stats --db {args.out / 'central.db'} --plot hours.png")
     if _interactive():
         serve_dashboard(args.out / "central.db", records)
+    else:
+        serve = f"aicctv central serve --db {args.out / 'central.db'}"
+        print(f"dashboard: {serve}, then open {day_link('http://127.0.0.1:8080/', records)}")
     return 0
+
+
+def day_link(base: str, records: list[HourlyRecord]) -> str:
+    """The dashboard's Day page on the demo's replayed day (the dashboard shows it in UTC, as
+    the demo configures no time zone), under `base` ('http://host:port/')."""
+    return f"{base}day?device={DEVICE}&date={records[0].hour[:10]}" if records else base
 
 
 def _interactive() -> bool:
@@ -208,10 +217,7 @@ def serve_dashboard(central_db: Path, records: list[HourlyRecord]) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     config = load(CentralConfig, overrides={"storage.db": str(central_db)}, environ={})
-    url = f"http://127.0.0.1:{port}/"
-    replayed = f"  (the replayed day: {url}day?date={records[0].hour[:10]})" if records else ""
-    print(f"\ndashboard: {url}{replayed}")
-    print("serving until Ctrl-C")
+    print(f"\ndashboard: {day_link(f'http://127.0.0.1:{port}/', records)}  (the replayed day; Ctrl-C stops it)")
     # uvicorn handles Ctrl-C (SIGINT) itself and returns.
     uvicorn.run(create_app(config, Places()), host="127.0.0.1", port=port, log_level="warning")
 
