@@ -457,8 +457,12 @@ class SQLiteStore(_SQLStore):
 
     def replaced(self) -> bool:
         # An open SQLite file goes on reading a deleted or replaced file's old inode: the path is
-        # looked at again on every use.
-        return self.read_only and self._stat() != self._identity
+        # looked at again on every use, and so is the version (a newer aicctv may migrate it).
+        if not self.read_only:
+            return False
+        with self._failures():
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        return self._stat() != self._identity or version != SCHEMA.version
 
     def close(self) -> None:
         self.conn.close()
