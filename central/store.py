@@ -271,7 +271,8 @@ class _SQLStore(ABC):
     # Whether a driver's messages may name the server's address, port or role (PostgreSQL's do).
     _addresses_in_errors = False
     read_only = False
-    # (device, hour) -> why, of the rows a read-only store could not decode (at most UNREADABLE_KEPT).
+    # (device, hour or "live counts") -> why, of the rows a read-only store could not decode (at
+    # most UNREADABLE_KEPT).
     unreadable: dict[tuple[str, str], str]
 
     @abstractmethod
@@ -336,11 +337,15 @@ class _SQLStore(ABC):
                     raise ContractError(f"the record is {type(text).__name__}, not JSON text")
                 records.append(decode_record(text))
             except ContractError as exc:
-                if not self.read_only:
-                    raise
-                if len(self.unreadable) < UNREADABLE_KEPT:
-                    self.unreadable[(str(device), str(hour))] = str(exc)
+                self._unreadable(device, hour, exc)
         return records
+
+    def _unreadable(self, device: Any, what: Any, exc: ContractError) -> None:
+        """A row that cannot be decoded: an error, but for a read-only store, which notes it."""
+        if not self.read_only:
+            raise exc
+        if len(self.unreadable) < UNREADABLE_KEPT:
+            self.unreadable[(str(device), str(what))] = str(exc)
 
     def replaced(self) -> bool:
         """Whether the log was replaced since it was opened (a new connection reads the new one);
@@ -353,8 +358,15 @@ class _SQLStore(ABC):
 
     def live(self) -> dict[str, tuple[LiveCounts, float]]:
         """Each device's latest live counts and when they were stored."""
-        rows = self._read("SELECT device, time, in_view, visitors_this_hour, received FROM live")
-        return {row[0]: (LiveCounts(*row[:4]), row[4]) for row in rows}
+        live = {}
+        for row in self._read("SELECT device, time, in_view, visitors_this_hour, received FROM live"):
+            try:
+                if not isinstance(row[4], int | float):
+                    raise ContractError(f"received = {row[4]!r} is not a time")
+                live[row[0]] = (LiveCounts(*row[:4]).validate(), row[4])
+            except ContractError as exc:
+                self._unreadable(row[0], "live counts", exc)
+        return live
 
     def statuses(self) -> dict[str, str]:
         return dict(self._read("SELECT device, status FROM devices"))

@@ -133,14 +133,23 @@ def test_an_undecodable_row_is_left_out_and_said(log, browser):
         browser.get(f"{server.url}/day?device=shop-1&date={DST_DAY}")
         wait(browser, lambda d: d.execute_script("return document.body.dataset.chartReady") == "1")
         warning = browser.find_element("id", "unreadable").text
-        assert warning.startswith("1 hourly record(s)") and f"shop-1 {hour}" in warning
+        assert warning.startswith("1 row(s) of the central log") and f"shop-1 {hour}" in warning
         assert browser.find_element("id", "total-visitors").text == str(
             sum(r.visitors for r in day_records("shop-1", DST_DAY, BERLIN, skip=5))
         )
         hourly = server.json(f"/api/v1/hourly?device=shop-1&since={DST_DAY}&until={DST_DAY}")
         assert len(hourly["records"]) == 22
         status, _, body = server.get("/healthz")
-        assert status == 503 and body.startswith(b"not ok: 1 hourly record(s)") and b"shop-1" not in body
+        assert status == 503 and body.startswith(b"not ok: 1 row(s)") and b"shop-1" not in body
+    # Live counts that are not numbers: that device's are left out, the pages go on.
+    with contextlib.closing(sqlite3.connect(log)) as conn, conn:
+        conn.execute("INSERT INTO live VALUES ('door-3', 'soon', 1, 2, ?)", (time.time(),))
+    with Server(log) as server:
+        live = {d["device"]: d["in_view"] for d in server.json("/api/v1/live")["devices"]}
+        assert live["shop-1"] == 2 and "door-3" not in live
+        status, _, page = server.get("/")
+        assert status == 200 and b"door-3 live counts: time" in page
+        assert server.get("/metrics")[0] == 200 and server.get("/devices")[0] == 200
 
 
 def test_healthz_names_no_database_host_port_or_role():

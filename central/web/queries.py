@@ -59,7 +59,7 @@ class Reader:
             return None
         count = f"{len(found)}{'+' if len(found) >= UNREADABLE_KEPT else ''}"
         text = (
-            f"{count} hourly record(s) in the central log cannot be read by this aicctv "
+            f"{count} row(s) of the central log cannot be read by this aicctv "
             "(written by a newer one, or damaged) and are left out"
         )
         if examples:
