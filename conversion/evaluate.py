@@ -4,9 +4,10 @@
         --int8 models/tflite/age_gender_int8.tflite [--json metrics.json]
 
 Prints gender accuracy, age MAE and age-band accuracy; accuracy by age band and by race; the
-same at reduced face resolution (32 and 48 px faces upsampled, as CCTV sees them); gender of
-women and men on LFW's held-out people (real news photos; when `python -m conversion.lfw` has
-prepared them); and per-face latency on one thread. Models run through the product's own
+same at reduced face resolution (32 and 48 px faces upsampled, as CCTV sees them); on the
+held-out part of each real photo set that `python -m conversion.photos NAME` has prepared (LFW's
+held-out people, FairFace's val photos), gender of women and men and, with ages, the share in our
+age band; and per-face latency on one thread. Models run through the product's own
 `edge.classify.AgeGenderModel`.
 """
 
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from conversion.corrupt import low_resolution
 from conversion.data import AGE_BANDS, DEFAULT_CACHE, RACES, Prepared, age_band_index
-from conversion.lfw import LFW
+from conversion.photos import DEFAULT_DATA, Photos
 from conversion.train import aligned_crops
 from edge.vision.classify import AgeGenderModel
 
@@ -60,9 +61,12 @@ def evaluate(models: dict[str, Path], flip: bool, cache: Path = DEFAULT_CACHE) -
     true_female, true_age, race = data.female[index], data.age[index].astype(np.float64), data.race[index]
     results: dict = {"validation_faces": len(index), "flip": flip, "models": {}}
     crops_by_size: dict[int, np.ndarray] = {}
-    lfw = LFW.load(cache) if (cache / "lfw" / "meta.npz").is_file() else None
-    lfw_female = None if lfw is None else lfw.female[lfw.split(True)]
-    lfw_crops: dict[int, np.ndarray] = {}
+    real = {}
+    for set_name in DEFAULT_DATA:
+        if Photos.prepared(set_name, cache):
+            photos = Photos.load(set_name, cache)
+            real[set_name] = (photos, photos.split(True))
+    real_crops: dict[tuple[str, int], np.ndarray] = {}
     for name, path in models.items():
         model = AgeGenderModel(path, num_threads=1, flip=flip)
         if model.size not in crops_by_size:
@@ -84,17 +88,22 @@ def evaluate(models: dict[str, Path], flip: bool, cache: Path = DEFAULT_CACHE) -
                     r: figures(p_female[race == i], age[race == i], true_female[race == i], true_age[race == i])
                     for i, r in enumerate(RACES)
                 }
-        if lfw is not None:
-            if model.size not in lfw_crops:
-                lfw_crops[model.size] = aligned_crops(lfw, lfw.split(True), model.size)
-            p_female, _ = predict(model, lfw_crops[model.size], f"{name} LFW")
-            right = (p_female >= 0.5) == (lfw_female == 1)
-            out["lfw"] = {
+        for set_name, (photos, held_out) in real.items():
+            key = (set_name, model.size)
+            if key not in real_crops:
+                real_crops[key] = aligned_crops(photos, held_out, model.size)
+            p_female, age = predict(model, real_crops[key], f"{name} {set_name}")
+            truth = photos.female[held_out]
+            right = (p_female >= 0.5) == (truth == 1)
+            out[set_name] = {
                 "gender_accuracy": float(right.mean()),
-                "women": float(right[lfw_female == 1].mean()),
-                "men": float(right[lfw_female == 0].mean()),
+                "women": float(right[truth == 1].mean()),
+                "men": float(right[truth == 0].mean()),
                 "faces": len(right),
             }
+            if (photos.age_first[held_out] >= 0).all():
+                ours = age_band_index(age) == age_band_index(photos.age_first[held_out])
+                out[set_name]["our_age_band"] = float(ours.mean())
         out["latency_ms_per_face"] = latency_ms(model, crops[0])
         results["models"][name] = out
     return results
@@ -117,12 +126,19 @@ def report(results: dict) -> str:
         row(f"[{label}] gender accuracy", [f"{100 * m[label]['gender_accuracy']:.2f} %" for m in models])
         row(f"[{label}] age MAE", [f"{m[label]['age_mae']:.2f} y" for m in models])
         row(f"[{label}] age-band accuracy", [f"{100 * m[label]['age_band_accuracy']:.2f} %" for m in models])
-    if all("lfw" in m for m in models):
-        row(
-            f"[LFW, {models[0]['lfw']['faces']} held out] gender",
-            [f"{100 * m['lfw']['gender_accuracy']:.2f} %" for m in models],
-        )
-        row("[LFW] women / men", [f"{100 * m['lfw']['women']:.1f} / {100 * m['lfw']['men']:.1f} %" for m in models])
+    for set_name in DEFAULT_DATA:
+        if all(set_name in m for m in models):
+            first = models[0][set_name]
+            row(
+                f"[{set_name}, {first['faces']} held out] gender",
+                [f"{100 * m[set_name]['gender_accuracy']:.2f} %" for m in models],
+            )
+            row(
+                f"[{set_name}] women / men",
+                [f"{100 * m[set_name]['women']:.1f} / {100 * m[set_name]['men']:.1f} %" for m in models],
+            )
+            if "our_age_band" in first:
+                row(f"[{set_name}] age in our band", [f"{100 * m[set_name]['our_age_band']:.1f} %" for m in models])
     for group in ("by_age_band", "by_race"):
         lines.append(f"{group.replace('_', ' ')}: gender accuracy / age MAE (faces)")
         for key in models[0][group]:

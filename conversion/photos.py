@@ -1,11 +1,18 @@
-"""LFW news photos with gender (../shared/datasets/lfw-gender), prepared for training the gender
-head on real photos: each photo's centre face found by the pipeline's own detector (as
-`aicctv analyze` finds it), so the crops are framed as the runtime frames real faces.
+"""Real photos with labels, prepared for training beside UTKFace: each photo's centre face found by
+the pipeline's own detector (as `aicctv analyze` finds it), so the crops are framed as the runtime
+frames real faces, with whatever context the photo has around the face.
 
-    python -m conversion.lfw [--data DIR] [--cache DIR]
+    python -m conversion.photos lfw [--data DIR] [--cache DIR]
+    python -m conversion.photos fairface [--data DIR] [--cache DIR]
 
-Gender labels come from first names (some are wrong); there is no age. A person is in validation
-when sha1(their name)[0] % 5 == 0: every photo of one person sits on one side of the split.
+- `lfw`: ../shared/datasets/lfw-gender, 6,045 LFW news photos with gender from first names (some
+  wrong); no age. A person is held out when sha1(their name)[0] % 5 == 0, so every photo of one
+  person sits on one side.
+- `fairface`: FairFace (Kärkkäinen & Joo, WACV 2021; CC BY 4.0), its margin-0.25 224x224 crops
+  with gender, age band and race: train images numbered above 7688 (those up to 7688 overlap a
+  hidden test set and are never used) for training, its val images held out. A folder with
+  `labels.csv` (file,gender,age,race) and the images under it; `AICCTV_FAIRFACE` or --data. A
+  photo that is one of ../shared/datasets/fairface-dev's (the measurement set) is dropped.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import json
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -22,109 +30,212 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from conversion.data import DEFAULT_CACHE
+from conversion.data import DEFAULT_CACHE, RACES
+from conversion.prepare import SOURCES, find_keypoints
 
-DEFAULT_DATA = Path(os.environ.get("AICCTV_LFW", Path(__file__).resolve().parents[2] / "shared/datasets/lfw-gender"))
-IMAGE_SIZE = 250
-_analyzer: list = []
-
-
-def person(file_name: str) -> str:
-    """`Aaron_Peirsol_0001.jpg` → `Aaron_Peirsol`."""
-    return file_name.rsplit("_", 1)[0]
-
-
-def is_validation(file_name: str) -> bool:
-    return hashlib.sha1(person(file_name).encode()).digest()[0] % 5 == 0
+WORK = Path(__file__).resolve().parents[2]
+DEFAULT_DATA = {
+    "lfw": Path(os.environ.get("AICCTV_LFW", WORK / "shared/datasets/lfw-gender")),
+    "fairface": Path(os.environ.get("AICCTV_FAIRFACE", WORK / "extra-faces/fairface")),
+}
+# Where the images lie under the folder (labels.csv names them relative to it).
+IMAGES = {"lfw": "images", "fairface": ""}
+FAIRFACE_DEV = WORK / "shared/datasets/fairface-dev"
+FAIRFACE_HIDDEN_TEST_IDS = 7688
+# FairFace's age bands as (first, last) year; "more than 70" taken as 70-90.
+AGE_BANDS = {
+    "0-2": (0, 2),
+    "3-9": (3, 9),
+    "10-19": (10, 19),
+    "20-29": (20, 29),
+    "30-39": (30, 39),
+    "40-49": (40, 49),
+    "50-59": (50, 59),
+    "60-69": (60, 69),
+    "more than 70": (70, 90),
+    "70+": (70, 90),
+}
+# FairFace's seven groups onto UTKFace's five (the race head is a training aid only).
+RACE = {
+    "White": "white",
+    "Black": "black",
+    "East Asian": "asian",
+    "Southeast Asian": "asian",
+    "Indian": "indian",
+    "Latino_Hispanic": "other",
+    "Middle Eastern": "other",
+}
+# A fairface-dev photo's centre, as a margin-0.25 crop, correlates at ~0.997 with its copy and at
+# most ~0.95 with any other photo.
+DUPLICATE = 0.97
+_detector: list = []
 
 
 @dataclass
-class LFW:
-    """The prepared photos: images (N, 250, 250, 3) BGR uint8 (memory-mapped), gender, keypoints."""
+class Photos:
+    """Prepared photos: images (N, S, S, 3) BGR uint8 (memory-mapped), gender, age as a band of
+    years (first = last = -1: unknown), race (-1: unknown), keypoints, and the split (1 held out,
+    0 training, -1 unused: no face found, or excluded)."""
 
     files: np.ndarray
     images: np.ndarray
     female: np.ndarray
+    age_first: np.ndarray
+    age_last: np.ndarray
+    race: np.ndarray
     keypoints: np.ndarray
     validation: np.ndarray
 
     @classmethod
-    def load(cls, cache: Path = DEFAULT_CACHE) -> LFW:
-        meta_path = cache / "lfw" / "meta.npz"
+    def load(cls, name: str, cache: Path = DEFAULT_CACHE) -> Photos:
+        meta_path = cache / name / "meta.npz"
         if not meta_path.is_file():
-            raise FileNotFoundError(f"{meta_path} missing: run `python -m conversion.lfw` first")
+            raise FileNotFoundError(f"{meta_path} missing: run `python -m conversion.photos {name}` first")
         meta = np.load(meta_path)
-        images = np.load(cache / "lfw" / "images.npy", mmap_mode="r")
+        images = np.load(cache / name / "images.npy", mmap_mode="r")
         return cls(images=images, **{k: meta[k] for k in meta.files})
+
+    @staticmethod
+    def prepared(name: str, cache: Path = DEFAULT_CACHE) -> bool:
+        return (cache / name / "meta.npz").is_file()
 
     def split(self, validation: bool) -> np.ndarray:
         return np.flatnonzero(self.validation == validation)
 
 
+def _thumb(image: np.ndarray) -> np.ndarray:
+    import cv2
+
+    grey = cv2.cvtColor(cv2.resize(image, (24, 24), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+    v = grey.astype(np.float32).ravel()
+    v -= v.mean()
+    return v / (np.linalg.norm(v) + 1e-6)
+
+
 def _centre_face(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     import cv2
 
-    if not _analyzer:
-        from edge.vision.config import VisionConfig
-        from edge.vision.detect import FaceDetector
-
-        _analyzer.append(FaceDetector.configured(VisionConfig()))
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"cannot decode {path}")
-    if image.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
-        image = cv2.resize(image, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
-    found = _analyzer[0](image)
+    # FairFace's crops are framed around one face, as UTKFace's are: found as UTKFace's are
+    # (padded, one pass), several times faster than the pipeline's search.
+    if path.parent.name in ("train", "val"):
+        keypoints, source = find_keypoints(image)
+        return image, None if SOURCES[source] == "template" else keypoints
+    if not _detector:
+        from edge.vision.config import VisionConfig
+        from edge.vision.detect import FaceDetector
+
+        _detector.append(FaceDetector.configured(VisionConfig()))
+    found = _detector[0](image)
     if not len(found):
         return image, None
     centres = (found.boxes[:, :2] + found.boxes[:, 2:]) / 2
-    nearest = int(np.argmin(np.linalg.norm(centres - IMAGE_SIZE / 2, axis=1)))
+    nearest = int(np.argmin(np.linalg.norm(centres - np.array(image.shape[1::-1]) / 2, axis=1)))
     return image, found.keypoints[nearest]
 
 
-def prepare(data: Path, cache: Path, workers: int) -> None:
+def _rows(name: str, data: Path) -> list[dict[str, str]]:
     labels = data / "labels.csv"
     if not labels.is_file():
-        raise FileNotFoundError(f"{labels} not found: pass --data DIR (the lfw-gender folder)")
+        raise FileNotFoundError(f"{labels} not found: pass --data DIR (the {name} folder with labels.csv)")
     with labels.open() as f:
         rows = list(csv.DictReader(f))
-    out = cache / "lfw"
+    if name == "fairface":
+        rows = [
+            r for r in rows if not (r["file"].startswith("train/") and _number(r["file"]) <= FAIRFACE_HIDDEN_TEST_IDS)
+        ]
+    return rows
+
+
+def _number(file: str) -> int:
+    return int(Path(file).stem)
+
+
+def _held_out(name: str, file: str) -> bool:
+    if name == "fairface":
+        return file.startswith("val/")
+    person = Path(file).name.rsplit("_", 1)[0]  # Aaron_Peirsol_0001.jpg -> Aaron_Peirsol
+    return hashlib.sha1(person.encode()).digest()[0] % 5 == 0
+
+
+def _dev_thumbs() -> np.ndarray:
+    """fairface-dev's photos as margin-0.25 crops' thumbnails (their 448 px margin-1.25 crops'
+    centre 1.5/3.5), to drop their copies from training."""
+    import cv2
+
+    labels = FAIRFACE_DEV / "labels.json"
+    if not labels.is_file():
+        return np.zeros((0, 576), np.float32)
+    thumbs = []
+    for label in json.loads(labels.read_text()):
+        image = cv2.imread(str(FAIRFACE_DEV / "images" / label["filename"]), cv2.IMREAD_COLOR)
+        side = round(image.shape[0] * 1.5 / 3.5)
+        at = (image.shape[0] - side) // 2
+        thumbs.append(_thumb(image[at : at + side, at : at + side]))
+    return np.stack(thumbs)
+
+
+def prepare(name: str, data: Path, cache: Path, workers: int) -> None:
+    import cv2
+
+    rows = _rows(name, data)
+    paths = [data / IMAGES[name] / row["file"] for row in rows]
+    first = cv2.imread(str(paths[0]), cv2.IMREAD_COLOR)
+    if first is None:
+        raise FileNotFoundError(f"cannot read {paths[0]}: is --data the {name} folder?")
+    size = first.shape[0]
+    out = cache / name
     out.mkdir(parents=True, exist_ok=True)
     images = np.lib.format.open_memmap(
-        out / "images.npy.partial", mode="w+", dtype=np.uint8, shape=(len(rows), IMAGE_SIZE, IMAGE_SIZE, 3)
+        out / "images.npy.partial", mode="w+", dtype=np.uint8, shape=(len(rows), size, size, 3)
     )
     keypoints = np.zeros((len(rows), 6, 2), np.float32)
     found = np.zeros(len(rows), bool)
-    paths = [data / "images" / row["file"] for row in rows]
+    dev = _dev_thumbs() if name == "fairface" else np.zeros((0, 576), np.float32)
+    duplicates = np.zeros(len(rows), bool)
     with ProcessPoolExecutor(workers) as pool:
         results = pool.map(_centre_face, paths, chunksize=32)
         for i, (image, kps) in enumerate(tqdm(results, total=len(rows), desc="find faces", unit="photo")):
+            if image.shape[:2] != (size, size):
+                image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
             images[i] = image
             if kps is not None:
                 keypoints[i], found[i] = kps, True
+            duplicates[i] = len(dev) > 0 and float((dev @ _thumb(image)).max()) >= DUPLICATE
     images.flush()
     del images
     (out / "images.npy.partial").replace(out / "images.npy")
     files = np.array([row["file"] for row in rows])
+    bands = np.array([AGE_BANDS.get(row.get("age", ""), (-1, -1)) for row in rows], np.int16)
+    race = np.array([RACES.index(RACE[row["race"]]) if row.get("race") in RACE else -1 for row in rows], np.int8)
+    held_out = np.array([_held_out(name, f) for f in files])
     np.savez(
         out / "meta.npz",
         files=files,
         female=np.array([row["gender"] == "female" for row in rows], np.int8),
+        age_first=bands[:, 0],
+        age_last=bands[:, 1],
+        race=race,
         keypoints=keypoints,
-        # A photo whose face the detector misses is never used: it is kept out of both sides.
-        validation=np.where(found, [is_validation(f) for f in files], -1).astype(np.int8),
+        validation=np.where(found & ~duplicates, held_out, -1).astype(np.int8),
     )
-    print(f"prepared {len(rows)} photos in {out}: a face found in {int(found.sum())}")
+    print(
+        f"prepared {len(rows)} {name} photos in {out}: a face found in {int(found.sum())}, "
+        f"{int(duplicates.sum())} dropped as copies of fairface-dev photos"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the lfw-gender folder (labels.csv, images/)")
+    parser.add_argument("name", choices=sorted(DEFAULT_DATA), help="which photo set")
+    parser.add_argument("--data", type=Path, help="its folder (labels.csv and the images); default: see above")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where prepared arrays go")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     try:
-        prepare(args.data, args.cache, args.workers)
+        prepare(args.name, args.data or DEFAULT_DATA[args.name], args.cache, args.workers)
     except (FileNotFoundError, ValueError) as exc:
         sys.exit(f"error: {exc}")
 

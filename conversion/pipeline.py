@@ -1,13 +1,14 @@
 """Retrain the shipped age/gender model from scratch with one command.
 
-    python -m conversion.pipeline [--data DIR] [--epochs 45] [--robust-epochs 15] [--run .cache/runs/release]
+    python -m conversion.pipeline [--data DIR] [--epochs 45] [--robust-epochs 5] [--run .cache/runs/release]
 
-Steps: prepare UTKFace (once; cached); train on clean crops (RUN/clean); fine-tune that network
-on crops of which about 40 % are turned, masked, sunglassed, dark or blurred, children's gender
-loss weighted twice (RUN/robust: the model card's run 8, which keeps the clean figures that
-training on them from scratch lost, and the children's that the fine-tune alone cost);
-convert to int8, evaluate float32 vs int8 on the validation split, then install the int8 model
-and its figures into models/tflite/.
+Steps: prepare UTKFace, LFW and FairFace (once each; cached: see conversion/photos.py for where
+FairFace's images come from); train on clean UTKFace crops (RUN/clean); fine-tune that network
+on UTKFace and the real photos together, about 40 % of crops turned, masked, sunglassed, dark or
+blurred, gender's loss balanced between women and men per age band x race and children's
+weighted twice (RUN/robust: the model card's run 11); convert to int8, evaluate float32 vs int8
+on the validation split and the real photos held out, then install the int8 model and its
+figures into models/tflite/.
 Every step is seeded: on the same machine and library versions the figures repeat.
 """
 
@@ -18,9 +19,12 @@ import json
 import shutil
 from pathlib import Path
 
-from conversion import convert, evaluate, prepare, train
+from conversion import convert, evaluate, photos, prepare, train
 from conversion.data import DEFAULT_CACHE, DEFAULT_DATA
 from edge.vision.model_files import AGE_GENDER_MODEL, models_dir
+
+# The real photo sets the fine-tune adds to UTKFace (conversion/photos.py).
+REAL_PHOTOS = ("lfw", "fairface")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,21 +34,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run", type=Path, default=DEFAULT_CACHE / "runs" / "release")
     parser.add_argument("--epochs", type=int, default=45, help="epochs on clean crops")
     parser.add_argument(
-        "--robust-epochs", type=int, default=15, help="epochs of the fine-tune on corrupted crops (0: skip it)"
+        "--robust-epochs", type=int, default=5, help="epochs of the fine-tune on all the photos (0: skip it)"
     )
     parser.add_argument("--no-install", action="store_true", help="leave models/tflite/ untouched")
     args = parser.parse_args(argv)
 
     if not (args.cache / "utkface" / "meta.npz").is_file():
         prepare.main(["--data", str(args.data), "--cache", str(args.cache)])
+    for name in REAL_PHOTOS if args.robust_epochs else ():
+        if not photos.Photos.prepared(name, args.cache):
+            photos.main([name, "--cache", str(args.cache)])
     cache = ["--cache", str(args.cache)]
     final = clean = args.run / "clean"
     train.main(["--run", str(clean), *cache, "--epochs", str(args.epochs)])
     if args.robust_epochs:
         final = args.run / "robust"
-        # The model card's run 8.
+        # The model card's run 11.
         fine_tune = ["--init", str(clean / "model.keras"), "--robust", "--ema", "--lr", "5e-4", "--seed", "7"]
-        fine_tune += ["--child-weight", "2"]
+        fine_tune += ["--child-weight", "2", "--photos", *REAL_PHOTOS, "--balance"]
         train.main(["--run", str(final), *cache, *fine_tune, "--epochs", str(args.robust_epochs)])
     float_path, int8_path = convert.convert(final, final / AGE_GENDER_MODEL, args.cache)
     results = evaluate.evaluate({"float32": float_path, "int8": int8_path}, flip=True, cache=args.cache)

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from conversion.augment import augmented_crop
-from conversion.data import DEFAULT_CACHE, RACES, Prepared, age_band_index
-from conversion.lfw import LFW
+from conversion.data import AGE_BANDS, DEFAULT_CACHE, RACES, Prepared, age_band_index
+from conversion.photos import Photos
 from edge.vision.align import align_face, context_of
 from edge.wire.contract import MAX_AGE
 
@@ -31,7 +31,14 @@ def age_distribution(age: np.ndarray) -> np.ndarray:
     return (dist / dist.sum(1, keepdims=True)).astype(np.float32)
 
 
-def aligned_crops(data: Prepared | LFW, index: np.ndarray, size: int) -> np.ndarray:
+def band_distribution(first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """A label for an age known only as a band of years (FairFace's): uniform over the band."""
+    bins = np.arange(MAX_AGE + 1, dtype=np.float32)
+    dist = ((bins[None, :] >= first[:, None]) & (bins[None, :] <= last[:, None])).astype(np.float32)
+    return dist / np.maximum(dist.sum(1, keepdims=True), 1.0)
+
+
+def aligned_crops(data: Prepared | Photos, index: np.ndarray, size: int) -> np.ndarray:
     """Plain (un-augmented) aligned crops, as the runtime makes them."""
     context = context_of(size)
     return np.stack([align_face(data.images[i], data.keypoints[i], size, context=context) for i in index])
@@ -89,15 +96,17 @@ def main(argv: list[str] | None = None) -> None:
         "robust stage costs them most",
     )
     parser.add_argument(
-        "--lfw",
-        action="store_true",
-        help="also train gender on LFW's news photos (python -m conversion.lfw first): real photos framed as the "
-        "runtime's detector frames them; no age",
+        "--photos",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="also train on these real photo sets (lfw: gender; fairface: gender, age band, race), framed as the "
+        "runtime frames real faces (python -m conversion.photos NAME first)",
     )
     parser.add_argument(
         "--balance",
         action="store_true",
-        help="weight gender's loss so women and men weigh alike within each age band x race (UTKFace) and in LFW",
+        help="weight gender's loss so women and men weigh alike within each age band x race of each set",
     )
     args = parser.parse_args(argv)
 
@@ -111,35 +120,45 @@ def main(argv: list[str] | None = None) -> None:
     data = Prepared.load(args.cache)
     train_index, val_index = data.split(False), data.split(True)
     print(f"train {len(train_index)} faces, validation {len(val_index)} faces (sha1 split)")
-    # One pool of training faces: UTKFace's, then (with --lfw) LFW's, which teach gender only.
+    # One pool of training faces: UTKFace's, then each --photos set's (whose labels may lack an
+    # age or a race: those heads then learn nothing from them).
     images, keypoints = [data.images], [data.keypoints]
     female = data.female[train_index].astype(np.float32)
     age = np.minimum(data.age[train_index], MAX_AGE).astype(np.float32)
+    first, last = age.copy(), age.copy()
     race = data.race[train_index].astype(np.int64)
-    has_age = np.ones(len(train_index), np.float32)
     source = np.zeros(len(train_index), np.int64)
     rows = train_index
-    cells = (age_band_index(age) * len(RACES) + race).astype(np.int64)
-    lfw = None
-    if args.lfw:
-        lfw = LFW.load(args.cache)
-        lfw_train, lfw_val = lfw.split(False), lfw.split(True)
-        print(f"LFW: train {len(lfw_train)} photos, validation {len(lfw_val)} photos (split by person)")
-        images.append(lfw.images)
-        keypoints.append(lfw.keypoints)
-        n = len(lfw_train)
-        female = np.concatenate([female, lfw.female[lfw_train].astype(np.float32)])
-        age = np.concatenate([age, np.zeros(n, np.float32)])
-        race = np.concatenate([race, np.zeros(n, np.int64)])
-        has_age = np.concatenate([has_age, np.zeros(n, np.float32)])
-        source = np.concatenate([source, np.ones(n, np.int64)])
-        rows = np.concatenate([rows, lfw_train])
-        cells = np.concatenate([cells, np.full(n, cells.max() + 1)])
+    held_out: dict[str, tuple[Photos, np.ndarray]] = {}
+    for k, name in enumerate(args.photos, 1):
+        photos = Photos.load(name, args.cache)
+        mine, held_out[name] = photos.split(False), (photos, photos.split(True))
+        print(f"{name}: train {len(mine)} photos, held out {len(held_out[name][1])}")
+        images.append(photos.images)
+        keypoints.append(photos.keypoints)
+        female = np.concatenate([female, photos.female[mine].astype(np.float32)])
+        first = np.concatenate([first, photos.age_first[mine].astype(np.float32)])
+        last = np.concatenate([last, photos.age_last[mine].astype(np.float32)])
+        race = np.concatenate([race, photos.race[mine].astype(np.int64)])
+        source = np.concatenate([source, np.full(len(mine), k)])
+        rows = np.concatenate([rows, mine])
+    has_age = (first >= 0).astype(np.float32)
+    has_race = (race >= 0).astype(np.float32)
+    age = np.where(first >= 0, (first + last) / 2, 0).astype(np.float32)
+    banded = first != last
+    race = np.maximum(race, 0)
+    cells = (source * len(AGE_BANDS) + np.where(first >= 0, age_band_index(age), 0)) * len(RACES) + race
     gender_weight = gender_balance(female.astype(np.int8), cells) if args.balance else np.ones(len(rows), np.float32)
     gender_weight *= np.where(has_age * (age < 10) > 0, args.child_weight, 1.0).astype(np.float32)
     # No weights at all unless asked: the runs recorded before these options then repeat bit for bit.
-    weighted = args.lfw or args.balance or args.child_weight != 1.0
+    weighted = bool(args.photos) or args.balance or args.child_weight != 1.0
     pool = np.arange(len(rows))
+
+    def age_target(batch: np.ndarray) -> np.ndarray:
+        target = age_distribution(age[batch])
+        band = banded[batch]
+        target[band] = band_distribution(first[batch][band], last[batch][band])
+        return target
 
     class TrainBatches(keras.utils.PyDataset):
         def __init__(self) -> None:
@@ -173,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
             x = x.astype(np.float32)
             y = {
                 "gender": female[batch][:, None],
-                "age": np.concatenate([age_distribution(age[batch]), age[batch][:, None]], axis=1),
+                "age": np.concatenate([age_target(batch), age[batch][:, None]], axis=1),
                 "race": race[batch],
             }
             if teacher is not None:
@@ -184,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
                 y["age"][:, :-1] = (1 - w) * y["age"][:, :-1] + w * tf.nn.softmax(out["age"]).numpy()
             if not weighted:
                 return x, y
-            return x, y, {"gender": gender_weight[batch], "age": has_age[batch], "race": has_age[batch]}
+            return x, y, {"gender": gender_weight[batch], "age": has_age[batch], "race": has_race[batch]}
 
     def age_loss(y_true, y_pred):
         dist, age = y_true[:, :-1], y_true[:, -1]
@@ -211,10 +230,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     val_x = aligned_crops(data, val_index, args.size).astype(np.float32)
     val_age, val_female = data.age[val_index], data.female[val_index]
-    lfw_x = None
-    if lfw is not None:
-        lfw_x = aligned_crops(lfw, lfw_val, args.size).astype(np.float32)
-        lfw_female = lfw.female[lfw_val]
+    held_out_x = {
+        name: aligned_crops(photos, index, args.size).astype(np.float32) for name, (photos, index) in held_out.items()
+    }
 
     def women_men(logits: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
         right = (logits > 0) == (truth == 1)
@@ -234,11 +252,16 @@ def main(argv: list[str] | None = None) -> None:
             logs["val_women"], logs["val_men"] = women, men
             line = f"  epoch {epoch + 1}: validation gender {accuracy:.4f} (women {women:.3f}, men {men:.3f})"
             line += f", age MAE {mae:.3f}"
-            if lfw_x is not None:
-                lfw_out = self.model.predict(lfw_x, batch_size=256, verbose=0)["gender"][:, 0]
-                lfw_women, lfw_men = women_men(lfw_out, lfw_female)
-                logs["lfw_women"], logs["lfw_men"] = lfw_women, lfw_men
-                line += f"; LFW women {lfw_women:.3f}, men {lfw_men:.3f}"
+            for name, (photos, index) in held_out.items():
+                out = self.model.predict(held_out_x[name], batch_size=256, verbose=0)
+                women, men = women_men(out["gender"][:, 0], photos.female[index])
+                logs[f"{name}_women"], logs[f"{name}_men"] = women, men
+                line += f"; {name} women {women:.3f}, men {men:.3f}"
+                if (photos.age_first[index] >= 0).all():
+                    expected = tf.nn.softmax(out["age"]).numpy() @ np.arange(MAX_AGE + 1)
+                    ours = age_band_index(expected) == age_band_index(photos.age_first[index])
+                    logs[f"{name}_our_band"] = float(ours.mean())
+                    line += f", our age band {ours.mean():.3f}"
             print(line)
 
     args.run.mkdir(parents=True, exist_ok=True)
