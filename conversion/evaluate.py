@@ -28,6 +28,8 @@ from conversion.train import aligned_crops
 from edge.vision.classify import AgeGenderModel
 
 RESOLUTIONS = (None, 48, 32)
+# `vision.gender_margin` values whose judged share and accuracy are shown on the real photos.
+MARGINS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 
 
 def predict(model: AgeGenderModel, crops: np.ndarray, desc: str) -> tuple[np.ndarray, np.ndarray]:
@@ -104,6 +106,12 @@ def evaluate(models: dict[str, Path], flip: bool, cache: Path = DEFAULT_CACHE) -
             if (photos.age_first[held_out] >= 0).all():
                 ours = age_band_index(age) == age_band_index(photos.age_first[held_out])
                 out[set_name]["our_age_band"] = float(ours.mean())
+            # What `vision.gender_margin` would give here: the share judged, and right of those.
+            sure = np.abs(p_female - 0.5)[None] >= np.array(MARGINS)[:, None]
+            out[set_name]["margins"] = {
+                str(m): [float(judged.mean()), float(right[judged].mean())]
+                for m, judged in zip(MARGINS, sure, strict=True)
+            }
         out["latency_ms_per_face"] = latency_ms(model, crops[0])
         results["models"][name] = out
     return results
@@ -139,6 +147,9 @@ def report(results: dict) -> str:
             )
             if "our_age_band" in first:
                 row(f"[{set_name}] age in our band", [f"{100 * m[set_name]['our_age_band']:.1f} %" for m in models])
+            for margin in first["margins"]:
+                cells = [m[set_name]["margins"][margin] for m in models]
+                row(f"[{set_name}] margin {margin}", [f"{100 * j:.0f} % judged, {100 * r:.1f} %" for j, r in cells])
     for group in ("by_age_band", "by_race"):
         lines.append(f"{group.replace('_', ' ')}: gender accuracy / age MAE (faces)")
         for key in models[0][group]:
