@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from conftest import background, place
 
-from edge.aim import draw
+from edge.aim import draw, mask
 from edge.aim.server import local_host_header
 from edge.aim.summary import Recent, summarize
 from edge.cli import aim
@@ -128,7 +128,7 @@ def test_the_preview_pixelates_faces_draws_their_boxes_and_writes_nothing(scene)
         status, kind, body = fetch(url + "/frame.jpg")
         assert (status, kind) == (200, "image/jpeg")
         served = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
-        assert served.shape[:2] == (SIZE[1], SIZE[0])
+        assert served.shape[:2] == (SIZE[1] + draw.summary_band(SIZE[0]), SIZE[0])
 
         x1, y1, x2, y2 = scene["box"]
         # The face's middle (clear of the box outline and its label) has lost its detail.
@@ -210,26 +210,33 @@ def noise(width: int = 200, height: int = 160) -> np.ndarray:
     return np.random.default_rng(3).integers(0, 256, (height, width, 3), np.uint8)
 
 
-def test_pixelate_leaves_large_uniform_blocks_over_the_face_only():
+def test_blank_fills_each_grown_box_with_one_colour_and_leaves_the_rest():
     image = noise()
-    box = (50, 40, 150, 140)
-    out = draw.pixelate(image, [box], margin=0.0)
+    out = mask.blank(image, [np.array([50, 40, 150, 140], np.float32)], margin=0.0)
     face = out[40:140, 50:150]
-    colours = {tuple(p) for p in face.reshape(-1, 3)}
-    assert len(colours) <= (draw.BLOCKS_ACROSS + 1) ** 2
-    # Each block is one colour: a 20 px block at the box's corner has no variance.
-    assert face[:20, :20].reshape(-1, 3).std(axis=0).max() == 0
+    assert face.reshape(-1, 3).std(axis=0).max() == 0
     outside = np.ones(image.shape[:2], bool)
     outside[40:140, 50:150] = False
     assert np.array_equal(out[outside], image[outside])
     assert np.array_equal(image, noise()), "the input is left as it was"
+    grown = mask.blank(image, [np.array([-20, -20, 40, 40], np.float32)])
+    assert not np.array_equal(grown[40:45, 0:40], image[40:45, 0:40]), "the margin below the box is covered"
+    assert np.array_equal(grown[100:, 100:], image[100:, 100:])
 
 
-def test_pixelate_grows_the_box_and_clips_it_to_the_frame():
-    image = noise()
-    out = draw.pixelate(image, [(-20, -20, 40, 40)])
-    assert not np.array_equal(out[40:45, 0:40], image[40:45, 0:40]), "the margin below the box is covered"
-    assert np.array_equal(out[100:, 100:], image[100:, 100:])
+def test_unturn_maps_boxes_back_from_each_quarter_turn():
+    image = np.zeros((100, 160), np.uint8)
+    image[10:30, 40:80] = 255  # a 40 x 20 box at x 40..80, y 10..30
+    for turn in mask.TURNS:
+        turned = image if turn is None else cv2.rotate(image, turn)
+        ys, xs = np.nonzero(turned)
+        box = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
+        assert mask.unturn(box, turn, 160, 100).tolist() == [[40, 10, 80, 30]], turn
+
+
+def test_merged_boxes_cover_every_guess():
+    boxes = np.array([[10, 10, 50, 50], [14, 8, 52, 46], [200, 200, 220, 220]], np.float32)
+    assert mask.merged(boxes).tolist() == [[10, 8, 52, 50], [200, 200, 220, 220]]
 
 
 def test_face_colours_follow_min_classify():
@@ -269,16 +276,17 @@ def test_draw_zones_outlines_include_shades_exclude_and_points_inside():
     assert np.array_equal(draw.draw_zones(image, Zones()), image)
 
 
-def test_render_pixelates_before_drawing_unless_told_not_to():
-    image = noise(400, 300)
+def test_render_draws_labels_and_scales_down():
+    image = np.full((300, 400, 3), 128, np.uint8)
     box = np.array([100, 100, 200, 200], np.float32)
-    hidden = draw.render(image, [box], Zones(), 24, "1 face", hide_faces=True)
-    shown = draw.render(image, [box], Zones(), 24, "1 face", hide_faces=False)
-    inner = (slice(130, 170), slice(130, 170))
-    assert detail(hidden[inner]) < 0.05 * detail(image[inner])
-    assert np.array_equal(shown[inner], image[inner])
+    plain = draw.render(image, [box], Zones(), 24, "1 face")
+    labelled = draw.render(image, [box], Zones(), 24, "1 face", labels=["#3 female 20-29"])
+    label_band = (slice(60, 100), slice(100, 300))
+    assert (labelled[label_band] != plain[label_band]).any(axis=2).sum() > (plain[label_band] != image[label_band]).any(
+        axis=2
+    ).sum()
     small = draw.render(noise(1920, 1080), [], Zones(), 24, "no faces", max_width=960)
-    assert small.shape[:2] == (540, 960)
+    assert small.shape[:2] == (540 + draw.summary_band(960), 960)
 
 
 def test_summary_text():

@@ -3,7 +3,6 @@ summary band)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -15,11 +14,6 @@ if TYPE_CHECKING:
 
 # The preview is scaled down to this width: a Pi encodes it every frame.
 PREVIEW_MAX_WIDTH = 960
-# Pixelation: about this many blocks across a face (never smaller than MIN_BLOCK_PX), over the
-# face box grown by MARGIN on each side, so hair and the box's slack are covered too.
-BLOCKS_ACROSS = 5
-MIN_BLOCK_PX = 6
-MARGIN = 0.15
 # Colours (BGR).
 GREEN = (60, 200, 60)
 RED = (40, 40, 230)
@@ -31,35 +25,6 @@ LINE_COLOUR = (255, 200, 0)
 def face_colour(width: float, min_classify: int) -> tuple[int, int, int]:
     """Green for a face wide enough to classify, red for one too small."""
     return GREEN if width >= min_classify else RED
-
-
-def _grown(box: Sequence[float], width: int, height: int, margin: float) -> tuple[int, int, int, int]:
-    x1, y1, x2, y2 = (float(v) for v in box)
-    dx, dy = (x2 - x1) * margin, (y2 - y1) * margin
-    return (
-        max(0, math.floor(x1 - dx)),
-        max(0, math.floor(y1 - dy)),
-        min(width, math.ceil(x2 + dx)),
-        min(height, math.ceil(y2 + dy)),
-    )
-
-
-def pixelate(image: np.ndarray, boxes: Iterable[Sequence[float]], margin: float = MARGIN) -> np.ndarray:
-    """A copy of `image` with each box (x1, y1, x2, y2 pixels, grown by `margin`) replaced by large
-    blocks of its mean colours: about BLOCKS_ACROSS across, at least MIN_BLOCK_PX each."""
-
-    out = image.copy()
-    height, width = out.shape[:2]
-    for box in boxes:
-        x1, y1, x2, y2 = _grown(box, width, height, margin)
-        w, h = x2 - x1, y2 - y1
-        if w <= 0 or h <= 0:
-            continue
-        block = max(MIN_BLOCK_PX, round(max(w, h) / BLOCKS_ACROSS))
-        blocks = (max(1, round(w / block)), max(1, round(h / block)))
-        small = cv2.resize(out[y1:y2, x1:x2], blocks, interpolation=cv2.INTER_AREA)
-        out[y1:y2, x1:x2] = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
-    return out
 
 
 def _font_scale(image: np.ndarray) -> float:
@@ -78,19 +43,24 @@ def _label(image: np.ndarray, text: str, x: int, y: int, colour: tuple[int, int,
 
 
 def draw_faces(
-    image: np.ndarray, boxes: Iterable[Sequence[float]], min_classify: int, scale: float = 1.0
+    image: np.ndarray,
+    boxes: Iterable[Sequence[float]],
+    min_classify: int,
+    scale: float = 1.0,
+    labels: Sequence[str] | None = None,
 ) -> np.ndarray:
     """A copy of `image` with each face box (in source pixels, drawn at `scale`) outlined in
-    green or red by its width, and labelled with that width in source pixels."""
-
+    green or red by its width, and labelled with its label (if given) and that width in source
+    pixels."""
     out = image.copy()
     thickness = max(1, round(_font_scale(out) * 2))
-    for box in boxes:
+    for i, box in enumerate(boxes):
         x1, y1, x2, y2 = (float(v) for v in box)
         colour = face_colour(x2 - x1, min_classify)
         p1, p2 = (round(x1 * scale), round(y1 * scale)), (round(x2 * scale), round(y2 * scale))
         cv2.rectangle(out, p1, p2, colour, thickness)
-        _label(out, f"{x2 - x1:.0f} px", p1[0], p1[1] - thickness, colour)
+        text = f"{x2 - x1:.0f} px" if labels is None else f"{labels[i]}, {x2 - x1:.0f} px"
+        _label(out, text, p1[0], p1[1] - thickness, colour)
     return out
 
 
@@ -133,14 +103,19 @@ def draw_zones(image: np.ndarray, zones: Zones) -> np.ndarray:
     return out
 
 
-def draw_summary(image: np.ndarray, text: str) -> np.ndarray:
-    """A copy of `image` with `text` on a dark band along its bottom."""
+def summary_band(width: int) -> int:
+    """The height of the summary's band under a preview this wide."""
+    (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, max(0.4, width / 1280), 1)
+    return th + base + 10
 
-    out = image.copy()
-    scale = _font_scale(out)
-    (_, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-    band = th + base + 10
-    out[-band:] = (out[-band:] * 0.3).astype(out.dtype)
+
+def draw_summary(image: np.ndarray, text: str) -> np.ndarray:
+    """`image` with `text` on a dark band added below it: the band hides no part of the view (a
+    face at the bottom edge, the entry line), and holds nothing but the text."""
+    scale = _font_scale(image)
+    _, base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    band = np.full((summary_band(image.shape[1]), image.shape[1], 3), 30, image.dtype)
+    out = np.concatenate([image, band])
     cv2.putText(
         out, text, (6, out.shape[0] - base - 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA
     )
@@ -153,15 +128,14 @@ def render(
     zones: Zones,
     min_classify: int,
     text: str,
-    hide_faces: bool = True,
+    labels: Sequence[str] | None = None,
     max_width: int = PREVIEW_MAX_WIDTH,
 ) -> np.ndarray:
-    """The preview of one frame: faces pixelated (unless `hide_faces` is off) at full resolution,
-    scaled to at most `max_width`, then zones, face boxes and the summary drawn over it."""
-
-    out = pixelate(image, boxes) if hide_faces else image
+    """The preview of one frame (its faces already hidden, `edge.aim.mask`): scaled to at most
+    `max_width`, then zones, face boxes (with their labels) and the summary drawn over it."""
+    out = image
     scale = min(1.0, max_width / out.shape[1])
     if scale < 1.0:
         size = (round(out.shape[1] * scale), round(out.shape[0] * scale))
         out = cv2.resize(out, size, interpolation=cv2.INTER_AREA)
-    return draw_summary(draw_faces(draw_zones(out, zones), boxes, min_classify, scale), text)
+    return draw_summary(draw_faces(draw_zones(out, zones), boxes, min_classify, scale, labels), text)

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import cv2
+import numpy as np
 
 from edge.aim.draw import render
 from edge.aim.summary import Recent, Summary
 
 if TYPE_CHECKING:
+    from edge.aim.mask import FaceMask
     from edge.aim.server import Preview
-    from edge.vision.analyzer import Analyzer
+    from edge.vision.analyzer import Analyzer, Visitor
     from edge.vision.sources import Frame, FrameSource
 
 JPEG_QUALITY = 80
@@ -89,40 +91,66 @@ class Newest:
         return None
 
 
+def label(verdict: Visitor) -> str:
+    """A followed person's label: their track, gender and age band, "unknown" where not judged."""
+    return f"#{verdict.track} {verdict.gender or 'unknown'} {verdict.age_band or 'unknown'}"
+
+
+def newest(frames: Newest, until: float, stop: threading.Event) -> Iterator[Frame]:
+    """The newest frame each time the analysis asks, until monotonic time `until` or `stop`."""
+    seen = 0
+    while not stop.is_set() and time.monotonic() < until:
+        got = frames.next(seen, min(0.25, max(0.0, until - time.monotonic())))
+        if got is None:
+            if frames.ended:
+                return
+            continue
+        seen, frame = got
+        yield frame
+
+
 def run(
     frames: Newest,
     analyzer: Analyzer,
     preview: Preview | None,
     until: float,
     stop: threading.Event,
-    pixelate: bool = True,
+    mask: FaceMask | None = None,
+    labels: bool = False,
     report: Callable[[Summary], None] | None = None,
 ) -> bool:
-    """Analyse the newest frame, publish its preview (when serving) and, once a second, `report`
-    the summary, until monotonic time `until` or `stop`. Returns False when the frames ended first."""
+    """Follow people through the newest frames as the daemon does (`Analyzer.track`), publish
+    each frame's preview (when serving) with every face-like thing hidden by `mask` (None: shown,
+    --no-pixelate), each followed person labelled as judged so far if `labels`, and, once a second,
+    `report` the summary; until monotonic time `until` or `stop`. False when the frames ended first."""
     min_classify = analyzer.config.min_classify
-    recent = Recent(min_classify)
-    seen, next_report = 0, time.monotonic() + 1.0
-    while not stop.is_set():
+    recent = Recent(min_classify, labels=labels)
+    tracking = analyzer.tracking()
+    next_report = time.monotonic() + 1.0
+    for result in analyzer.track(newest(frames, until, stop), tracking):
+        if result.frame is None:
+            break
+        image, boxes = result.frame.image, result.detections.boxes
         now = time.monotonic()
-        if now >= until:
-            return True
-        got = frames.next(seen, min(0.25, until - now))
-        if got is None and frames.ended:
-            return False
-        if got is not None:
-            seen, frame = got
-            boxes = [face.box for face in analyzer.faces(frame.image)]
-            now = time.monotonic()
-            size = (frame.image.shape[1], frame.image.shape[0])
-            recent.add(now, [float(b[2] - b[0]) for b in boxes], size)
-            summary = recent.summary(now)
-            if preview is not None:
-                image = render(frame.image, boxes, analyzer.zones, min_classify, summary.text(), pixelate)
-                ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-                if ok:
-                    preview.publish(jpeg.tobytes(), summary.to_json())
+        people = texts = listed = None
+        if labels:
+            followed = {t.id: analyzer.so_far(tracking, t) for t in tracking.tracker.tracks if t.confirmed}
+            people = {track: v.gender is not None and v.age_band is not None for track, v in followed.items()}
+            texts = [label(followed[int(i)]) if int(i) in followed else "unknown" for i in result.track_ids]
+            listed = {"followed": [label(v) for _, v in sorted(followed.items())]}
+        recent.add(now, [float(b[2] - b[0]) for b in boxes], (image.shape[1], image.shape[0]), people)
+        summary = recent.summary(now)
+        if preview is not None:
+            shown = image if mask is None else mask.hide(image, boxes)
+            jpeg = encode(render(shown, boxes, analyzer.zones, min_classify, summary.text(), texts))
+            if jpeg is not None:
+                preview.publish(jpeg, summary.to_json() | (listed or {}))
         if report is not None and now >= next_report:
-            report(recent.summary(now))
+            report(summary)
             next_report = max(next_report + 1.0, now + 0.5)
-    return True
+    return not frames.ended or stop.is_set() or time.monotonic() >= until
+
+
+def encode(image: np.ndarray) -> bytes | None:
+    ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    return jpeg.tobytes() if ok else None

@@ -44,20 +44,36 @@ PAGE = """<!doctype html>
 </head><body>
 <p id="summary">{summary}</p>
 <img src="/stream.mjpg" alt="live preview">
+<ul id="followed"></ul>
 <p>Green: a face wide enough to classify (at least {min_classify} px); red: too small, counted but never
-classified. Faces are pixelated{unpixelated}. Nothing is recorded. The preview stops after {minutes} min.</p>
+classified. Anything that might be a face is hidden and the rest softened{unpixelated}.
+{labels}Nothing is recorded. The preview stops after {minutes} min.</p>
 <script>
 setInterval(() => fetch("/summary").then(r => r.json())
-  .then(j => { document.getElementById("summary").textContent = j.text; }).catch(() => {}), 1000);
+  .then(j => {
+    document.getElementById("summary").textContent = j.text;
+    document.getElementById("followed").replaceChildren(...(j.followed || []).map(text => {
+      const item = document.createElement("li");
+      item.textContent = text;
+      return item;
+    }));
+  }).catch(() => {}), 1000);
 </script>
 </body></html>
 """
 
 
-def page(min_classify: int, pixelate: bool, minutes: float) -> str:
+LABELS = """Each followed person is labelled with their track number, gender and age band as the
+pipeline judges them so far ("unknown" where it does not judge: a face too small, not yet classified,
+or within the gender margin); the visitor is counted with the verdict their visit ends with.
+"""
+
+
+def page(min_classify: int, pixelate: bool, minutes: float, labels: bool = False) -> str:
     """The preview page for these settings (the summary is filled in per request)."""
     return (
         PAGE.replace("{min_classify}", str(min_classify))
+        .replace("{labels}", LABELS if labels else "")
         .replace("{unpixelated}", "" if pixelate else " (not now: --no-pixelate is on)")
         .replace("{minutes}", f"{minutes:g}")
     )

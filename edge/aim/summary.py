@@ -23,6 +23,10 @@ class Summary:
     fps: float
     min_classify: int
     size: tuple[int, int] | None = None
+    # With labels: the people followed in these seconds, and how many of them the pipeline judged
+    # (a gender and an age band); None without.
+    people: int | None = None
+    judged: int | None = None
 
     def text(self) -> str:
         if self.frames == 0:
@@ -31,7 +35,10 @@ class Summary:
             return f"no faces (a face needs {self.min_classify} px to be classified)"
         noun = "face" if self.faces == 1 else "faces"
         small = f"{self.too_small} too small (< {self.min_classify} px)" if self.too_small else "none too small"
-        return f"{self.faces} {noun}, median {self.median_px:.0f} px, {small}"
+        text = f"{self.faces} {noun}, median {self.median_px:.0f} px, {small}"
+        if self.people:
+            text += f"; judged {self.judged} of {self.people} followed ({100 * (self.judged or 0) / self.people:.0f} %)"
+        return text
 
     def to_json(self) -> dict:
         return {
@@ -43,6 +50,7 @@ class Summary:
             "fps": round(self.fps, 2),
             "window_s": WINDOW_S,
             "size": None if self.size is None else list(self.size),
+            **({} if self.people is None else {"people": self.people, "judged": self.judged}),
             "text": self.text(),
         }
 
@@ -52,8 +60,10 @@ def summarize(
     min_classify: int,
     fps: float = 0.0,
     size: tuple[int, int] | None = None,
+    people: dict[int, bool] | None = None,
 ) -> Summary:
-    """The summary of some frames' face widths (pixels), analysed at `fps` frames a second."""
+    """The summary of some frames' face widths (pixels), analysed at `fps` frames a second;
+    `people`: each followed person's track and whether they are judged, when labelling."""
     every = sorted(w for widths in widths_per_frame for w in widths)
     median = None
     if every:
@@ -67,20 +77,30 @@ def summarize(
         fps=fps,
         min_classify=min_classify,
         size=size,
+        people=None if people is None else len(people),
+        judged=None if people is None else sum(people.values()),
     )
 
 
 class Recent:
     """The face widths of the frames analysed in the last `window_s` seconds."""
 
-    def __init__(self, min_classify: int, window_s: float = WINDOW_S) -> None:
+    def __init__(self, min_classify: int, window_s: float = WINDOW_S, labels: bool = False) -> None:
         self.min_classify = min_classify
         self.window_s = window_s
-        self.frames: deque[tuple[float, tuple[float, ...]]] = deque()
+        self.labels = labels
+        self.frames: deque[tuple[float, tuple[float, ...], dict[int, bool]]] = deque()
         self.size: tuple[int, int] | None = None
 
-    def add(self, now: float, widths: Iterable[float], size: tuple[int, int] | None = None) -> None:
-        self.frames.append((now, tuple(widths)))
+    def add(
+        self,
+        now: float,
+        widths: Iterable[float],
+        size: tuple[int, int] | None = None,
+        people: dict[int, bool] | None = None,
+    ) -> None:
+        """One frame's face widths, and the people followed in it (track: judged) when labelling."""
+        self.frames.append((now, tuple(widths), people or {}))
         self.size = size or self.size
 
     def summary(self, now: float) -> Summary:
@@ -88,4 +108,8 @@ class Recent:
             self.frames.popleft()
         span = self.frames[-1][0] - self.frames[0][0] if self.frames else 0.0
         fps = (len(self.frames) - 1) / span if span > 0 else 0.0
-        return summarize([w for _, w in self.frames], self.min_classify, fps, self.size)
+        # Each person as last judged: a verdict only grows firmer as their views are added.
+        people = {track: judged for _, _, seen in self.frames for track, judged in seen.items()}
+        return summarize(
+            [w for _, w, _ in self.frames], self.min_classify, fps, self.size, people if self.labels else None
+        )

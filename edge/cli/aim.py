@@ -2,7 +2,9 @@
 shows, on a live preview served to localhost only (open it over an SSH tunnel), the faces it finds,
 green where they are large enough to classify and red where they are too small, each with its
 width in pixels, the zones and the entry line from the configuration, and a running summary.
-Faces are pixelated in the preview; nothing is written to disk. `--text` prints the summary instead.
+Everything that might be a face is hidden in the preview (`edge.aim.mask`; docs/security.md says
+what that promises); nothing is written to disk. `--labels` adds each followed person's track,
+gender and age band as the pipeline judges them. `--text` prints the summary instead.
 
 This module is the command line: the frame loop, drawing and server are `edge.aim`'s.
 """
@@ -159,7 +161,9 @@ def cmd_aim(args: argparse.Namespace) -> int:
     if not args.text:
         preview = Preview(summarize([], vision.min_classify).to_json())
         try:
-            server = serve(host, port, preview, page(vision.min_classify, args.pixelate, args.minutes), args.public)
+            server = serve(
+                host, port, preview, page(vision.min_classify, args.pixelate, args.minutes, args.labels), args.public
+            )
         except OSError as exc:
             return _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc} (pick another with --listen)")
 
@@ -225,7 +229,12 @@ def _run(
             print(f"{time.strftime('%H:%M:%S')}  {summary.text()}", flush=True)
 
         until = time.monotonic() + args.minutes * 60
-        if not run(frames, analyzer, preview, until, stop, args.pixelate, report if args.text else None):
+        mask = None
+        if preview is not None and args.pixelate:
+            from edge.aim.mask import FaceMask
+
+            mask = FaceMask(threads=analyzer.config.threads)
+        if not run(frames, analyzer, preview, until, stop, mask, args.labels, report if args.text else None):
             if frames.error is not None:
                 return _fail(f"{redact(spec)} failed: {redact(str(frames.error))}")
             return _fail(f"{redact(spec)} stopped sending frames")
@@ -248,7 +257,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
             "wide enough to classify; red: too small) with their width in pixels, the include and\n"
             "exclude zones, the entry line with an arrow to its inside, and a summary of the last few\n"
             "seconds. The preview is served on localhost only, for a browser through an SSH tunnel;\n"
-            "faces in it are pixelated. Nothing is written to disk. Stop the daemon first: it holds\n"
+            "everything that might be a face is hidden in it (any size, turned or cut by the edge),\n"
+            "the rest softened. Nothing is written to disk. Stop the daemon first: it holds\n"
             "the camera (sudo systemctl stop aicctv-edge)."
         ),
         epilog=(
@@ -285,10 +295,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     aim.add_argument("--text", action="store_true", help="no preview: print the summary once a second")
     aim.add_argument(
+        "--labels",
+        action="store_true",
+        help="live analysis: label each followed person with their track number, gender and age band as the "
+        "pipeline judges them so far (unknown where it does not), and add the judged share to the summary",
+    )
+    aim.add_argument(
         "--no-pixelate",
         dest="pixelate",
         action="store_false",
-        help="show faces unpixelated in the preview: for the installer's own eyes only, and only with a "
+        help="show faces unhidden in the preview: for the installer's own eyes only, and only with a "
         "reason (e.g. to tell a face from a poster); still nothing is recorded",
     )
     aim.set_defaults(func=cmd_aim)
