@@ -306,6 +306,17 @@ def test_the_summary_covers_the_last_few_seconds():
     assert (summary.faces, summary.too_small, summary.median_px, summary.frames) == (1, 1, 10, 1)
 
 
+def test_the_summary_adds_the_judged_share_of_people_followed():
+    recent = Recent(min_classify=24, labels=True)
+    recent.add(0.0, [100, 90], people={1: False, 2: True})
+    recent.add(1.0, [100, 90], people={1: True, 2: True, 3: False})
+    summary = recent.summary(1.5)
+    assert (summary.people, summary.judged) == (3, 2)
+    assert summary.text().endswith("; judged 2 of 3 followed (67 %)")
+    assert summary.to_json()["judged"] == 2
+    assert "judged" not in Recent(24).summary(0.0).to_json()
+
+
 def test_listen_addresses():
     assert aim.parse_listen("127.0.0.1:8081") == ("127.0.0.1", 8081)
     assert aim.parse_listen("[::1]:9000") == ("::1", 9000)
