@@ -4,9 +4,9 @@
 
 Steps: prepare UTKFace, LFW and FairFace (once each; cached: see conversion/photos.py for where
 FairFace's images come from); train on clean UTKFace crops (RUN/clean); fine-tune that network
-on UTKFace and the real photos together, about 40 % of crops turned, masked, sunglassed, dark or
-blurred, gender's loss balanced between women and men per age band x race and children's
-weighted twice (RUN/robust: the model card's run 11); convert to int8, evaluate float32 vs int8
+on UTKFace and the real photos together (their gender; age still from UTKFace alone), about
+40 % of crops turned, masked, sunglassed, dark or blurred, gender's loss balanced between women and men per age band x race and children's
+weighted twice (RUN/robust: the model card's run 11b); convert to int8, evaluate float32 vs int8
 on the validation split and the real photos held out, then install the int8 model and its
 figures into models/tflite/.
 Every step is seeded: on the same machine and library versions the figures repeat.
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         final = args.run / "robust"
         # The model card's run 11.
         fine_tune = ["--init", str(clean / "model.keras"), "--robust", "--ema", "--lr", "5e-4", "--seed", "7"]
-        fine_tune += ["--child-weight", "2", "--photos", *REAL_PHOTOS, "--balance"]
+        fine_tune += ["--child-weight", "2", "--photos", *REAL_PHOTOS, "--balance", "--no-photo-ages"]
         train.main(["--run", str(final), *cache, *fine_tune, "--epochs", str(args.robust_epochs)])
     float_path, int8_path = convert.convert(final, final / AGE_GENDER_MODEL, args.cache)
     results = evaluate.evaluate({"float32": float_path, "int8": int8_path}, flip=True, cache=args.cache)
