@@ -5,10 +5,10 @@
 Steps: prepare UTKFace, LFW and FairFace (once each; cached: see conversion/photos.py for where
 FairFace's images come from); train on clean UTKFace crops (RUN/clean); fine-tune that network
 on UTKFace and the real photos together (their gender; age still from UTKFace alone), about
-40 % of crops turned, masked, sunglassed, dark or blurred, gender's loss balanced between women and men per age band x race and children's
-weighted twice (RUN/robust: the model card's run 11b); convert to int8, evaluate float32 vs int8
-on the validation split and the real photos held out, then install the int8 model and its
-figures into models/tflite/.
+40 % of crops turned, masked, sunglassed, dark or blurred, gender's loss balanced between women
+and men per age band x race and children's weighted twice (RUN/robust: the model card's run
+11b); convert to int8, evaluate float32 vs int8 on the validation split and the real photos
+held out, then install the int8 model and its figures into models/tflite/.
 Every step is seeded: on the same machine and library versions the figures repeat.
 """
 
