@@ -51,7 +51,7 @@ def unturn(boxes: np.ndarray, turn: int | None, width: int, height: int) -> np.n
 
 def smallest_searched(width: int, height: int) -> int:
     """The narrowest face the search promises to find in a frame this size: a fixed share of its
-    longer side, so the search costs the same at any resolution, and never below MIN_SMALLEST."""
+    longer side, so the search has as many windows at any resolution, and never below MIN_SMALLEST."""
     return max(MIN_SMALLEST, math.ceil(max(width, height) / SMALLEST_PER_SIDE))
 
 
