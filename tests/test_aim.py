@@ -234,6 +234,17 @@ def test_unturn_maps_boxes_back_from_each_quarter_turn():
         assert mask.unturn(box, turn, 160, 100).tolist() == [[40, 10, 80, 30]], turn
 
 
+def test_the_mask_finds_a_sideways_face_and_holds_it_a_few_frames(faces):
+    frame = background(*SIZE, seed=2)
+    x1, y1, x2, y2 = place(frame, np.ascontiguousarray(np.rot90(faces[1])), 300, 200, 96)
+    empty = background(*SIZE, seed=2)
+    face_mask = mask.FaceMask()
+    found = face_mask(frame)
+    assert any(b[0] <= x1 + 10 and b[1] <= y1 + 10 and b[2] >= x2 - 10 and b[3] >= y2 - 10 for b in found), found
+    held = [len(face_mask(empty)) for _ in range(mask.HOLD_FRAMES + 1)]
+    assert all(held[: mask.HOLD_FRAMES]) and held[-1] == 0, held
+
+
 def test_merged_boxes_cover_every_guess():
     boxes = np.array([[10, 10, 50, 50], [14, 8, 52, 46], [200, 200, 220, 220]], np.float32)
     assert mask.merged(boxes).tolist() == [[10, 8, 52, 50], [200, 200, 220, 220]]
