@@ -268,6 +268,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
             "      then, on your computer: ssh -L 8081:127.0.0.1:8081 pi@shop-1\n"
             "      and open http://127.0.0.1:8081/\n"
             "  aicctv edge aim --config /etc/aicctv/edge.toml --text     (no browser: a summary a second)\n"
+            "  aicctv edge aim --config /etc/aicctv/edge.toml --labels   (live analysis: track, gender, age band)\n"
             "  sudo systemctl start aicctv-edge\n\n"
             "pages: / (preview and summary), /stream.mjpg, /frame.jpg (one frame), /summary (JSON)\n"
             "exit status: 0 time up or stopped, 1 camera busy or unusable, 2 bad configuration or usage"
