@@ -207,9 +207,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
             except ImportError:
                 needs = "--plot draws with OpenCV, not in a central install: pip install 'aicctv[edge]'"
                 raise ConfigError(needs) from None
-            width, height = plot(records, args.plot)
+            try:
+                width, height = plot(records, args.plot)
+            except OSError as exc:
+                # Only the plot's own write: a closed stdout (| head) must end as it does elsewhere.
+                raise LogError(str(exc)) from None
             print(f"\nplot: {args.plot} ({width}x{height})")
-    except (LogError, OSError) as exc:
+    except LogError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return 0
