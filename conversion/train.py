@@ -111,6 +111,12 @@ def main(argv: list[str] | None = None) -> None:
         "apparent-age bands cost UTKFace's age MAE 0.24 y in run 11)",
     )
     parser.add_argument(
+        "--only",
+        metavar="LAYER",
+        help="train this layer alone, every other one frozen (e.g. age_logits: refit the age head on UTKFace "
+        "to a network whose features came from elsewhere; the gender output stays exactly as it was)",
+    )
+    parser.add_argument(
         "--balance",
         action="store_true",
         help="weight gender's loss so women and men weigh alike within each age band x race of each set",
@@ -226,6 +232,9 @@ def main(argv: list[str] | None = None) -> None:
     model = build(args.size, args.width)
     if args.init:
         model.set_weights(keras.models.load_model(args.init, compile=False).get_weights())
+    if args.only:
+        for layer in model.layers:
+            layer.trainable = layer.name == args.only
     steps = len(TrainBatches()) * args.epochs
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, steps - steps // 20, warmup_target=args.lr, warmup_steps=steps // 20

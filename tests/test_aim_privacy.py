@@ -135,6 +135,7 @@ def test_no_served_jpeg_keeps_a_face_the_detector_can_find(faces, oracle, tmp_pa
     process = start(scene, "--listen", "127.0.0.1:0", "--minutes", "10")
     checked: set[int] = set()
     leaks = []
+    previous = -1
     try:
         url = preview_url(lines_of(process))
         deadline = time.monotonic() + 300
@@ -145,8 +146,12 @@ def test_no_served_jpeg_keeps_a_face_the_detector_can_find(faces, oracle, tmp_pa
             served = served[:H]  # the view; below it, the summary's band holds only its text
             grey = float(np.median(served[MARKER_CORE]))
             n = round((grey - 20) / 14)
-            if abs(grey - marker_grey(n)) > 5 or not 0 <= n < SCENES or n in checked:
-                continue  # a frame between scenes (the codec blends them), or one seen enough
+            steady, previous = n == previous, n
+            # A frame between scenes (the codec blends them, and a face fading in at low contrast
+            # sits outside what this test poses), the first of a scene (it may be such a blend
+            # with the marker already through), or a scene seen enough.
+            if abs(grey - marker_grey(n)) > 5 or not 0 <= n < SCENES or not steady or n in checked:
+                continue
             checked.add(n)
             leaks += [(n, i) for i in faces_kept(oracle, served, built[n][1])]
             if len(checked) == SCENES:
