@@ -367,15 +367,9 @@ class Analyzer:
         state.best_quality = max(state.best_quality, quality)
         state.samples.append((quality, self.estimate(image, keypoints)))
 
-    def _combined(self, state: _TrackSamples) -> tuple[float | None, float | None]:
-        return state.combined(keep=max(1, self.config.max_classifications // 2 + 1))
-
-    def so_far(self, tracking: Tracking, track: Track) -> Visitor:
-        """A person still in view as the pipeline judges them so far: the estimates their visit
-        would end with now (gender and age band None where not judged; zones not applied)."""
-        state = tracking.samples.get(track.id) or _TrackSamples()
-        p_female, age = self._combined(state)
-        first_seen = tracking.still.first_seen(track.id, track.first_seen)
+    def _visitor(self, track: Track, first_seen: float, state: _TrackSamples, entered: bool | None) -> Visitor:
+        """The person behind `track`, their estimates combined over the best-quality samples."""
+        p_female, age = state.combined(keep=max(1, self.config.max_classifications // 2 + 1))
         return Visitor(
             track.id,
             first_seen,
@@ -384,8 +378,15 @@ class Analyzer:
             p_female,
             age,
             len(state.samples),
-            gender_margin=self.config.gender_margin,
+            entered,
+            self.config.gender_margin,
         )
+
+    def so_far(self, tracking: Tracking, track: Track) -> Visitor:
+        """A person still in view as the pipeline judges them so far: the estimates their visit
+        would end with now (gender and age band None where not judged; zones not applied)."""
+        state = tracking.samples.get(track.id) or _TrackSamples()
+        return self._visitor(track, tracking.still.first_seen(track.id, track.first_seen), state, None)
 
     def _visitors(self, ended: list[Track], tracking: Tracking) -> list[Visitor]:
         """Ended tracks as visitors, their estimates combined over the best-quality samples;
@@ -400,18 +401,5 @@ class Analyzer:
             if not countable or verdict == "outside":
                 continue
             entered = None if self.zones.entry_line is None else verdict == "in"
-            p_female, age = self._combined(state)
-            visitors.append(
-                Visitor(
-                    track.id,
-                    first_seen,
-                    track.last_seen,
-                    track.hits,
-                    p_female,
-                    age,
-                    len(state.samples),
-                    entered,
-                    self.config.gender_margin,
-                )
-            )
+            visitors.append(self._visitor(track, first_seen, state, entered))
         return visitors
