@@ -112,7 +112,11 @@ def test_the_demo_sets_its_counts_beside_a_generated_clips_truth(tmp_path):
     clip = tmp_path / "clip.mp4"
     assert against_truth(clip, [hour(2, 1)]) is None  # a clip of one's own has no clip.json
     (tmp_path / "clip.json").write_text('{"visitors": [{"female": 1}, {"female": 0}, {"female": 1}]}')
-    line = against_truth(clip, [hour(2, 1), hour(2, 0)])
-    assert line == "the clip holds 3 visitors, 2 of them female (its clip.json); counted 4, 1 judged female"
+    unsure = hour(2, 0)
+    unsure.counts["male"]["60+"] = 1  # the other one not sure: in unknown, not in counts
+    line = against_truth(clip, [hour(2, 1), unsure])
+    assert line == (
+        "the clip holds 3 visitors, 2 of them female (its clip.json); counted 4, 1 judged female, 2 male, 1 not judged"
+    )
     (tmp_path / "clip.json").write_text('{"visitors": "garbled"')
     assert against_truth(clip, [hour(2, 1)]) is None

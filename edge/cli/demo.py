@@ -162,9 +162,11 @@ def against_truth(clip: Path, records: list[HourlyRecord]) -> str | None:
         return None
     counted = sum(r.visitors for r in records)
     judged_female = sum(sum(r.counts["female"].values()) for r in records)
+    judged_male = sum(sum(r.counts["male"].values()) for r in records)
     return (
         f"the clip holds {len(visitors)} visitors, {female} of them female (its clip.json); "
-        f"counted {counted}, {judged_female} judged female"
+        f"counted {counted}, {judged_female} judged female, {judged_male} male, "
+        f"{counted - judged_female - judged_male} not judged"
     )
 
 
