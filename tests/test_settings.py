@@ -190,18 +190,25 @@ def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def test_the_page_form_posts_settings_with_the_credential_only(broker, tmp_path, caplog):
+@pytest.fixture
+def device(broker):
+    """A device on `broker` that applies settings commands and answers them, as the daemon does."""
     from edge.daemon.commands import SettingsLink
     from edge.daemon.uplink import Uplink
 
     edge = load(EdgeConfig, overrides={"device.id": DEVICE, "mqtt.broker": broker.url}, environ={})
     uplink = Uplink(edge.mqtt, DEVICE)
     link = SettingsLink(uplink.connection, "aicctv", DEVICE)
-    device = DeviceSettings(DEVICE, VisionConfig())
+    settings = DeviceSettings(DEVICE, VisionConfig())
     stop = threading.Event()
     uplink.start()
-    worker = threading.Thread(target=device_loop, args=(link, device, stop), daemon=True)
-    worker.start()
+    threading.Thread(target=device_loop, args=(link, settings, stop), daemon=True).start()
+    yield settings
+    stop.set()
+    uplink.stop()
+
+
+def test_the_page_form_posts_settings_with_the_credential_only(broker, device, tmp_path, caplog):
     commands = Listener(broker.url, topic("aicctv", DEVICE, "cmd/settings")).connect()
     db = str(tmp_path / "central.db")
     store = open_store(db)
@@ -248,9 +255,7 @@ def test_the_page_form_posts_settings_with_the_credential_only(broker, tmp_path,
             assert status == 403 and "password_hash" in page
             assert 'name="min_face"' not in server.request("/devices")[1]
     finally:
-        stop.set()
         commands.disconnect()
-        uplink.stop()
 
 
 # ---- the device's state at central; pauses that end by themselves ------------------------------
@@ -335,61 +340,47 @@ class FormFields(HTMLParser):
             self.inside = None
 
 
-def test_central_shows_the_reported_state_and_the_form_starts_from_it(broker, tmp_path):
-    from edge.daemon.commands import SettingsLink
-    from edge.daemon.uplink import Uplink
+def test_central_shows_the_reported_state_and_the_form_starts_from_it(broker, device, tmp_path):
     from tests.test_central import central_config, running
 
-    edge = load(EdgeConfig, overrides={"device.id": DEVICE, "mqtt.broker": broker.url}, environ={})
-    uplink = Uplink(edge.mqtt, DEVICE)
-    link = SettingsLink(uplink.connection, "aicctv", DEVICE)
-    device = DeviceSettings(DEVICE, VisionConfig())
-    stop = threading.Event()
-    uplink.start()
-    worker = threading.Thread(target=device_loop, args=(link, device, stop), daemon=True)
-    worker.start()
     db = str(tmp_path / "central.db")
-    try:
-        with (
-            running(central_config(broker.url, db)),
-            Server(db, broker.url, password_hash=hash_secret("s3cret")) as server,
-        ):
-            good = {"Authorization": basic("owner", "s3cret"), "Origin": server.url}
-            publish(broker.url, topic("aicctv", DEVICE, "status"), b"online")
-            wait_until(lambda: DEVICE in server.request("/devices", headers=good)[1], 10, "the device on the page")
-            page = server.request("/devices", headers=good)[1]
-            assert "not reported yet" in page
-            form = FormFields(page, DEVICE).fields
-            assert "paused" not in form and form["min_face"] == "" and form["paused_until"] == ""
-            end = datetime.now(ZoneInfo(form["tz"])).replace(second=0, microsecond=0) + timedelta(hours=2)
-            form |= {"paused": "on", "min_face": "64", "paused_until": end.strftime("%Y-%m-%dT%H:%M")}
-            status, result = server.request("/settings", form, good)
-            assert status == 200 and "applied by the device" in result, result
-            assert device.paused and device.paused_until == end.timestamp()
+    with (
+        running(central_config(broker.url, db)),
+        Server(db, broker.url, password_hash=hash_secret("s3cret")) as server,
+    ):
+        good = {"Authorization": basic("owner", "s3cret"), "Origin": server.url}
+        publish(broker.url, topic("aicctv", DEVICE, "status"), b"online")
+        wait_until(lambda: DEVICE in server.request("/devices", headers=good)[1], 10, "the device on the page")
+        page = server.request("/devices", headers=good)[1]
+        assert "not reported yet" in page
+        form = FormFields(page, DEVICE).fields
+        assert "paused" not in form and form["min_face"] == "" and form["paused_until"] == ""
+        end = datetime.now(ZoneInfo(form["tz"])).replace(second=0, microsecond=0) + timedelta(hours=2)
+        form |= {"paused": "on", "min_face": "64", "paused_until": end.strftime("%Y-%m-%dT%H:%M")}
+        status, result = server.request("/settings", form, good)
+        assert status == 200 and "applied by the device" in result, result
+        assert device.paused and device.paused_until == end.timestamp()
 
-            def reported() -> dict | None:
-                api = json.loads(server.request("/api/v1/devices", headers=good)[1])
-                return next(d["settings"] for d in api["devices"] if d["device"] == DEVICE)
+        def reported() -> dict | None:
+            api = json.loads(server.request("/api/v1/devices", headers=good)[1])
+            return next(d["settings"] for d in api["devices"] if d["device"] == DEVICE)
 
-            wait_until(lambda: (reported() or {}).get("paused"), 10, "central to store the device's state")
-            shown = reported()
-            assert shown["min_face"] == 64 and shown["applied"] and shown["paused_since"]
-            assert shown["paused_until"] == end.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            page = server.request("/devices", headers=good)[1]
-            assert "paused since " in page and f"until {end.strftime('%Y-%m-%d %H:%M')}" in page
-            # The form starts from the device's state: sending it with one change keeps the rest.
-            form = FormFields(page, DEVICE).fields
-            assert (form.get("paused"), form["min_face"]) == ("on", "64")
-            assert form["paused_until"] == end.strftime("%Y-%m-%dT%H:%M")
-            form["opening_hours"] = "mon-fri 09:00-18:00"
-            status, result = server.request("/settings", form, good)
-            assert status == 200 and "applied by the device" in result, result
-            assert device.paused and device.vision.min_face == 64 and device.paused_until == end.timestamp()
-            assert device.opening_hours == "mon-fri 09:00-18:00"
-            # A pause's end in the past, or nonsense, is refused here.
-            for bad in ("2020-01-01T10:00", "tomorrow"):
-                status, result = server.request("/settings", form | {"paused_until": bad}, good)
-                assert status == 400 and "paused_until" in result, result
-    finally:
-        stop.set()
-        uplink.stop()
+        wait_until(lambda: (reported() or {}).get("paused"), 10, "central to store the device's state")
+        shown = reported()
+        assert shown["min_face"] == 64 and shown["applied"] and shown["paused_since"]
+        assert shown["paused_until"] == end.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        page = server.request("/devices", headers=good)[1]
+        assert "paused since " in page and f"until {end.strftime('%Y-%m-%d %H:%M')}" in page
+        # The form starts from the device's state: sending it with one change keeps the rest.
+        form = FormFields(page, DEVICE).fields
+        assert (form.get("paused"), form["min_face"]) == ("on", "64")
+        assert form["paused_until"] == end.strftime("%Y-%m-%dT%H:%M")
+        form["opening_hours"] = "mon-fri 09:00-18:00"
+        status, result = server.request("/settings", form, good)
+        assert status == 200 and "applied by the device" in result, result
+        assert device.paused and device.vision.min_face == 64 and device.paused_until == end.timestamp()
+        assert device.opening_hours == "mon-fri 09:00-18:00"
+        # A pause's end in the past, or nonsense, is refused here.
+        for bad in ("2020-01-01T10:00", "tomorrow"):
+            status, result = server.request("/settings", form | {"paused_until": bad}, good)
+            assert status == 400 and "paused_until" in result, result
