@@ -214,7 +214,7 @@ def prepare(name: str, data: Path, cache: Path, workers: int) -> None:
     np.savez(
         out / "meta.npz",
         files=files,
-        female=np.array([row["gender"] == "female" for row in rows], np.int8),
+        female=np.array([row["gender"].strip().lower() == "female" for row in rows], np.int8),
         age_first=bands[:, 0],
         age_last=bands[:, 1],
         race=race,

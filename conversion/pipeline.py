@@ -37,6 +37,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--robust-epochs", type=int, default=5, help="epochs of the fine-tune on all the photos (0: skip it)"
     )
+    parser.add_argument("--size", type=int, default=64, help="the network's input in pixels (train --size)")
+    parser.add_argument("--workers", type=int, help="processes making training batches (train --workers)")
+    parser.add_argument(
+        "--train-only",
+        action="store_true",
+        help="stop after training (a machine without TensorFlow: conversion/pack.py); a later run on the same "
+        "--run skips the stages whose RUN/<stage>/model.keras exists and converts",
+    )
     parser.add_argument("--no-install", action="store_true", help="leave models/tflite/ untouched")
     args = parser.parse_args(argv)
 
@@ -45,21 +53,33 @@ def main(argv: list[str] | None = None) -> None:
     for name in REAL_PHOTOS if args.robust_epochs else ():
         if not photos.Photos.prepared(name, args.cache):
             photos.main([name, "--cache", str(args.cache)])
-    cache = ["--cache", str(args.cache)]
+    common = ["--cache", str(args.cache), "--size", str(args.size)]
+    if args.workers:
+        common += ["--workers", str(args.workers)]
+
+    def stage(run: Path, options: list[str]) -> None:
+        if (run / "model.keras").is_file():
+            print(f"{run / 'model.keras'} exists: stage skipped")
+        else:
+            train.main(["--run", str(run), *common, *options])
+
     final = clean = args.run / "clean"
-    train.main(["--run", str(clean), *cache, "--epochs", str(args.epochs)])
+    stage(clean, ["--epochs", str(args.epochs)])
     if args.robust_epochs:
         final = args.run / "robust"
         # The model card's run 11.
         fine_tune = ["--init", str(clean / "model.keras"), "--robust", "--ema", "--lr", "5e-4", "--seed", "7"]
         fine_tune += ["--child-weight", "2", "--photos", *REAL_PHOTOS, "--balance"]
-        train.main(["--run", str(final), *cache, *fine_tune, "--epochs", str(args.robust_epochs)])
+        stage(final, [*fine_tune, "--epochs", str(args.robust_epochs)])
         # The age head refitted on UTKFace alone, everything else frozen: the fine-tune's gender
         # stays as it is, UTKFace's age MAE comes back (run 11d: 5.11 -> 4.92 y).
         refit = final.parent / "age"
         head_only = ["--init", str(final / "model.keras"), "--only", "age_logits", "--lr", "1e-3", "--seed", "11"]
-        train.main(["--run", str(refit), *cache, *head_only, "--epochs", "3"])
+        stage(refit, [*head_only, "--epochs", "3"])
         final = refit
+    if args.train_only:
+        print(f"trained: {final / 'model.keras'}")
+        return
     float_path, int8_path = convert.convert(final, final / AGE_GENDER_MODEL, args.cache)
     results = evaluate.evaluate({"float32": float_path, "int8": int8_path}, flip=True, cache=args.cache)
     print(evaluate.report(results))

@@ -15,6 +15,7 @@ import tarfile
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -22,16 +23,19 @@ from tqdm import tqdm
 
 from conversion.data import DEFAULT_CACHE, DEFAULT_DATA, IMAGE_SIZE, is_validation, read_manifest
 from edge.vision.align import template_keypoints
-from edge.vision.detect import FaceDetector
 
 PAD = IMAGE_SIZE  # the crop padded to 3x its size: the face then spans ~64 of 192 input pixels
 SOURCES = ("full", "short", "template")
-_detectors: dict[str, FaceDetector] = {}
+# The detectors (LiteRT) load on first use, so that a machine without the runtime's stack can
+# import this module (training on an accelerator host: conversion/pack.py).
+_detectors: dict[str, Any] = {}
 
 
 def find_keypoints(image: np.ndarray) -> tuple[np.ndarray, int]:
     """The central face's keypoints in `image`, and which of SOURCES found them."""
     if not _detectors:
+        from edge.vision.detect import FaceDetector
+
         _detectors["full"] = FaceDetector("full", tiles=False)
         _detectors["short"] = FaceDetector("short", tiles=False)
     padded = cv2.copyMakeBorder(image, PAD, PAD, PAD, PAD, cv2.BORDER_CONSTANT)

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
+import os
 import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +65,147 @@ def gender_balance(female: np.ndarray, cells: np.ndarray) -> np.ndarray:
     return weights / weights.mean()
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class Pool:
+    """The training faces of one run: UTKFace's training split, then each real photo set's (whose
+    labels may lack an age or a race: those heads then learn nothing from them), with the targets
+    and loss weights of each face."""
+
+    utkface: Prepared
+    held_out: dict[str, tuple[Photos, np.ndarray]]
+    images: list[np.ndarray]
+    keypoints: list[np.ndarray]
+    source: np.ndarray  # which set: 0 UTKFace, k the k-th --photos set
+    rows: np.ndarray  # the face's row in its set
+    female: np.ndarray
+    age: np.ndarray  # the exact age, or a band's middle
+    first: np.ndarray  # the band's first and last year (equal for an exact age; -1: unknown)
+    last: np.ndarray
+    race: np.ndarray
+    sample_weight: dict[str, np.ndarray] | None
+
+    @classmethod
+    def assemble(cls, args: argparse.Namespace, quiet: bool = False) -> Pool:
+        say = (lambda *_: None) if quiet else print
+        data = Prepared.load(args.cache)
+        train_index = data.split(False)
+        say(f"train {len(train_index)} faces, validation {len(data.split(True))} faces (sha1 split)")
+        images, keypoints = [data.images], [data.keypoints]
+        female = data.female[train_index].astype(np.float32)
+        age = np.minimum(data.age[train_index], MAX_AGE).astype(np.float32)
+        first, last = age.copy(), age.copy()
+        race = data.race[train_index].astype(np.int64)
+        source = np.zeros(len(train_index), np.int64)
+        rows = train_index
+        held_out: dict[str, tuple[Photos, np.ndarray]] = {}
+        for k, name in enumerate(args.photos, 1):
+            photos = Photos.load(name, args.cache)
+            mine, held_out[name] = photos.split(False), (photos, photos.split(True))
+            say(f"{name}: train {len(mine)} photos, held out {len(held_out[name][1])}")
+            images.append(photos.images)
+            keypoints.append(photos.keypoints)
+            female = np.concatenate([female, photos.female[mine].astype(np.float32)])
+            first = np.concatenate([first, photos.age_first[mine].astype(np.float32)])
+            last = np.concatenate([last, photos.age_last[mine].astype(np.float32)])
+            race = np.concatenate([race, photos.race[mine].astype(np.int64)])
+            source = np.concatenate([source, np.full(len(mine), k)])
+            rows = np.concatenate([rows, mine])
+        age = np.where(first >= 0, (first + last) / 2, 0).astype(np.float32)
+        known_race = race >= 0
+        race = np.maximum(race, 0)
+        sample_weight = None
+        # No weights at all unless asked: the runs recorded before these options then repeat bit for bit.
+        if args.photos or args.balance or args.child_weight != 1.0:
+            cells = (source * len(AGE_BANDS) + np.where(first >= 0, age_band_index(age), 0)) * len(RACES) + race
+            gender = gender_balance(female.astype(np.int8), cells) if args.balance else np.ones(len(rows), np.float32)
+            gender *= np.where((first >= 0) & (age < 10), args.child_weight, 1.0).astype(np.float32)
+            has_age = (first >= 0) & ((source == 0) | args.photo_ages)
+            sample_weight = {"gender": gender, "age": has_age.astype(np.float32), "race": known_race.astype(np.float32)}
+        return cls(data, held_out, images, keypoints, source, rows, female, age, first, last, race, sample_weight)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def targets(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        target = age_distribution(self.age[batch])
+        band = self.first[batch] != self.last[batch]
+        target[band] = band_distribution(self.first[batch][band], self.last[batch][band])
+        return {
+            "gender": self.female[batch][:, None],
+            "age": np.concatenate([target, self.age[batch][:, None]], axis=1),
+            "race": self.race[batch],
+        }
+
+
+class Batches:
+    """The epochs' batches, in order: (uint8 crops, targets[, loss weights]). Batch i of epoch e
+    is seeded by (seed, e, i) alone, so the stream is the same however many workers make it."""
+
+    def __init__(self, pool: Pool, args: argparse.Namespace, workers: int) -> None:
+        self.pool, self.args, self.workers = pool, args, workers
+        self.steps = math.ceil(len(pool) / args.batch)
+
+    def make(self, epoch: int, i: int) -> tuple:
+        args, pool = self.args, self.pool
+        # Every epoch shuffled, the first too: the caches are in file-name order, which for
+        # UTKFace is age order (runs up to 11d saw their first epoch unshuffled).
+        order = np.random.default_rng([args.seed, epoch]).permutation(len(pool))
+        batch = order[i * args.batch : (i + 1) * args.batch]
+        rng = np.random.default_rng([args.seed, epoch, i])
+        context = context_of(args.size)
+        x = np.stack(
+            [
+                augmented_crop(
+                    pool.images[pool.source[j]][pool.rows[j]],
+                    pool.keypoints[pool.source[j]][pool.rows[j]],
+                    args.size,
+                    rng,
+                    args.robust,
+                    context,
+                )
+                for j in batch
+            ]
+        )
+        if pool.sample_weight is None:
+            return x, pool.targets(batch)
+        return x, pool.targets(batch), {k: w[batch] for k, w in pool.sample_weight.items()}
+
+    def __iter__(self) -> Iterator[tuple]:
+        keys = ((epoch, i) for epoch in range(self.args.epochs) for i in range(self.steps))
+        if self.workers <= 1:
+            yield from (self.make(*key) for key in keys)
+            return
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(self.workers, initializer=_start_worker, initargs=(self.args,)) as workers:
+            # A bounded read-ahead: the workers never run more than a few batches ahead of training.
+            ahead = deque(workers.apply_async(_worker_batch, key) for key in islice(keys, 3 * self.workers))
+            while ahead:
+                batch = ahead.popleft().get()
+                for key in islice(keys, 1):
+                    ahead.append(workers.apply_async(_worker_batch, key))
+                yield batch
+
+
+_worker: list[Batches] = []
+
+
+def _start_worker(args: argparse.Namespace) -> None:
+    import cv2
+
+    # One thread each: the workers already use every core between them.
+    cv2.setNumThreads(1)
+    _worker.append(Batches(Pool.assemble(args, quiet=True), args, workers=1))
+
+
+def _worker_batch(epoch: int, i: int) -> tuple:
+    return _worker[0].make(epoch, i)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="output folder for this training run")
@@ -77,6 +224,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--teacher", type=Path, help="a trained model.keras to distil from (soft targets)")
     parser.add_argument("--teacher-weight", type=float, default=0.5, help="share of the targets from the teacher")
     parser.add_argument("--ema", action="store_true", help="keep an exponential moving average of the weights")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) - 1),
+        help="processes making the augmented batches (1: in this one); the batches are the same either way",
+    )
     parser.add_argument("--init", type=Path, help="start from this model.keras's weights (a warm restart)")
     parser.add_argument(
         "--robust",
@@ -123,107 +276,38 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
 
+    # The batch workers start before Keras does: a process forked after an accelerator runtime
+    # started is unsafe, so they are spawned, each assembling the pool from the caches itself.
+    faces = Pool.assemble(args)
+    batches = Batches(faces, args, workers=args.workers)
+
     import keras
-    import tensorflow as tf
 
     from conversion.model import build
 
     keras.utils.set_random_seed(args.seed)
     teacher = keras.models.load_model(args.teacher, compile=False) if args.teacher else None
-    data = Prepared.load(args.cache)
-    train_index, val_index = data.split(False), data.split(True)
-    print(f"train {len(train_index)} faces, validation {len(val_index)} faces (sha1 split)")
-    # One pool of training faces: UTKFace's, then each --photos set's (whose labels may lack an
-    # age or a race: those heads then learn nothing from them).
-    images, keypoints = [data.images], [data.keypoints]
-    female = data.female[train_index].astype(np.float32)
-    age = np.minimum(data.age[train_index], MAX_AGE).astype(np.float32)
-    first, last = age.copy(), age.copy()
-    race = data.race[train_index].astype(np.int64)
-    source = np.zeros(len(train_index), np.int64)
-    rows = train_index
-    held_out: dict[str, tuple[Photos, np.ndarray]] = {}
-    for k, name in enumerate(args.photos, 1):
-        photos = Photos.load(name, args.cache)
-        mine, held_out[name] = photos.split(False), (photos, photos.split(True))
-        print(f"{name}: train {len(mine)} photos, held out {len(held_out[name][1])}")
-        images.append(photos.images)
-        keypoints.append(photos.keypoints)
-        female = np.concatenate([female, photos.female[mine].astype(np.float32)])
-        first = np.concatenate([first, photos.age_first[mine].astype(np.float32)])
-        last = np.concatenate([last, photos.age_last[mine].astype(np.float32)])
-        race = np.concatenate([race, photos.race[mine].astype(np.int64)])
-        source = np.concatenate([source, np.full(len(mine), k)])
-        rows = np.concatenate([rows, mine])
-    has_age = ((first >= 0) & ((source == 0) | args.photo_ages)).astype(np.float32)
-    has_race = (race >= 0).astype(np.float32)
-    age = np.where(first >= 0, (first + last) / 2, 0).astype(np.float32)
-    banded = first != last
-    race = np.maximum(race, 0)
-    cells = (source * len(AGE_BANDS) + np.where(first >= 0, age_band_index(age), 0)) * len(RACES) + race
-    gender_weight = gender_balance(female.astype(np.int8), cells) if args.balance else np.ones(len(rows), np.float32)
-    gender_weight *= np.where((first >= 0) & (age < 10), args.child_weight, 1.0).astype(np.float32)
-    # No weights at all unless asked: the runs recorded before these options then repeat bit for bit.
-    weighted = bool(args.photos) or args.balance or args.child_weight != 1.0
-    pool = np.arange(len(rows))
+    data = faces.utkface
+    val_index = data.split(True)
 
-    def age_target(batch: np.ndarray) -> np.ndarray:
-        target = age_distribution(age[batch])
-        band = banded[batch]
-        target[band] = band_distribution(first[batch][band], last[batch][band])
-        return target
-
-    class TrainBatches(keras.utils.PyDataset):
-        def __init__(self) -> None:
-            super().__init__(workers=1, use_multiprocessing=False)
-            self.epoch = 0
-            self.order = pool
-
-        def __len__(self) -> int:
-            return math.ceil(len(pool) / args.batch)
-
-        def on_epoch_end(self) -> None:
-            self.epoch += 1
-            self.order = np.random.default_rng([args.seed, self.epoch]).permutation(pool)
-
-        def __getitem__(self, i: int):
-            rng = np.random.default_rng([args.seed, self.epoch, i])
-            batch = self.order[i * args.batch : (i + 1) * args.batch]
-            x = np.stack(
-                [
-                    augmented_crop(
-                        images[source[j]][rows[j]],
-                        keypoints[source[j]][rows[j]],
-                        args.size,
-                        rng,
-                        args.robust,
-                        context_of(args.size),
-                    )
-                    for j in batch
-                ]
-            )
+    def with_teacher(stream):
+        for x, y, *weights in stream:
             x = x.astype(np.float32)
-            y = {
-                "gender": female[batch][:, None],
-                "age": np.concatenate([age_target(batch), age[batch][:, None]], axis=1),
-                "race": race[batch],
-            }
             if teacher is not None:
                 # Distillation through the targets: the losses already take soft labels.
                 out = teacher(x, training=False)
                 w = args.teacher_weight
-                y["gender"] = (1 - w) * y["gender"] + w * tf.sigmoid(out["gender"]).numpy()
-                y["age"][:, :-1] = (1 - w) * y["age"][:, :-1] + w * tf.nn.softmax(out["age"]).numpy()
-            if not weighted:
-                return x, y
-            return x, y, {"gender": gender_weight[batch], "age": has_age[batch], "race": has_race[batch]}
+                soft_gender = keras.ops.convert_to_numpy(keras.ops.sigmoid(out["gender"]))
+                y["gender"] = (1 - w) * y["gender"] + w * soft_gender
+                y["age"][:, :-1] = (1 - w) * y["age"][:, :-1] + w * softmax(keras.ops.convert_to_numpy(out["age"]))
+            yield (x, y, *weights)
 
     def age_loss(y_true, y_pred):
         dist, age = y_true[:, :-1], y_true[:, -1]
-        probs = tf.nn.softmax(y_pred)
-        expected = tf.reduce_sum(probs * tf.range(MAX_AGE + 1, dtype=tf.float32), axis=1)
+        probs = keras.ops.softmax(y_pred)
+        expected = keras.ops.sum(probs * keras.ops.arange(MAX_AGE + 1, dtype="float32"), axis=1)
         cross_entropy = keras.losses.categorical_crossentropy(dist, y_pred, from_logits=True)
-        return cross_entropy + 0.1 * tf.abs(expected - age)
+        return cross_entropy + 0.1 * keras.ops.abs(expected - age)
 
     model = build(args.size, args.width)
     if args.init:
@@ -231,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.only:
         for layer in model.layers:
             layer.trainable = layer.name == args.only
-    steps = len(TrainBatches()) * args.epochs
+    steps = batches.steps * args.epochs
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, steps - steps // 20, warmup_target=args.lr, warmup_steps=steps // 20
     )
@@ -246,6 +330,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     val_x = aligned_crops(data, val_index, args.size).astype(np.float32)
     val_age, val_female = data.age[val_index], data.female[val_index]
+    held_out = faces.held_out
     held_out_x = {
         name: aligned_crops(photos, index, args.size).astype(np.float32) for name, (photos, index) in held_out.items()
     }
@@ -261,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             out = self.model.predict(val_x, batch_size=256, verbose=0)
             accuracy = float(((out["gender"][:, 0] > 0) == (val_female == 1)).mean())
-            probs = tf.nn.softmax(out["age"]).numpy()
+            probs = softmax(out["age"])
             mae = float(np.abs(probs @ np.arange(MAX_AGE + 1) - val_age).mean())
             logs["val_gender_accuracy"], logs["val_age_mae"] = accuracy, mae
             women, men = women_men(out["gender"][:, 0], val_female)
@@ -274,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
                 logs[f"{name}_women"], logs[f"{name}_men"] = women, men
                 line += f"; {name} women {women:.3f}, men {men:.3f}"
                 if (photos.age_first[index] >= 0).all():
-                    expected = tf.nn.softmax(out["age"]).numpy() @ np.arange(MAX_AGE + 1)
+                    expected = softmax(out["age"]) @ np.arange(MAX_AGE + 1)
                     ours = age_band_index(expected) == age_band_index(photos.age_first[index])
                     logs[f"{name}_our_band"] = float(ours.mean())
                     line += f", our age band {ours.mean():.3f}"
@@ -283,7 +368,8 @@ def main(argv: list[str] | None = None) -> None:
     args.run.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     model.fit(
-        TrainBatches(),
+        with_teacher(batches),
+        steps_per_epoch=batches.steps,
         epochs=args.epochs,
         callbacks=[ValidationFigures(), keras.callbacks.CSVLogger(str(args.run / "history.csv"))],
         verbose=2,
