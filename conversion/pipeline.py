@@ -1,15 +1,20 @@
 """Retrain the shipped age/gender model from scratch with one command.
 
-    python -m conversion.pipeline [--data DIR] [--epochs 45] [--robust-epochs 5] [--run .cache/runs/release]
+    python -m conversion.pipeline [--data DIR] [--size 80] [--epochs 45] [--robust-epochs 20] [--run DIR]
 
 Steps: prepare UTKFace, LFW and FairFace (once each; cached: see conversion/photos.py for where
 FairFace's images come from); train on clean UTKFace crops (RUN/clean); fine-tune that network
 on UTKFace and the real photos together (FairFace's ages as bands), about 40 % of crops turned,
 masked, sunglassed, dark or blurred, gender's loss balanced between women and men per age band
-x race and children's weighted twice (RUN/robust: the model card's run 11); refit the age head
-alone on UTKFace (RUN/age: run 11d); convert to int8, evaluate float32 vs int8 on the
-validation split and the real photos held out, then install the int8 model and its figures into
-models/tflite/.
+x race and children's weighted twice (RUN/robust); refit the age head alone on UTKFace
+(RUN/age); convert to int8, evaluate float32 vs int8 on the validation split and the real
+photos held out, then install the int8 model and its figures into models/tflite/. The defaults
+are the shipped model's recipe (the model card's run 13b).
+
+A stage whose RUN/<stage>/model.keras exists is skipped, so an interrupted run resumes, and the
+training can run elsewhere: on an accelerator host, `--train-only` with the caches that
+`python -m conversion.pack` carries there (any Keras backend: KERAS_BACKEND=jax), then here the
+same command on the same --run converts, evaluates and installs.
 Every step is seeded: on the same machine and library versions the figures repeat.
 """
 
@@ -35,9 +40,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run", type=Path, default=DEFAULT_CACHE / "runs" / "release")
     parser.add_argument("--epochs", type=int, default=45, help="epochs on clean crops")
     parser.add_argument(
-        "--robust-epochs", type=int, default=5, help="epochs of the fine-tune on all the photos (0: skip it)"
+        "--robust-epochs", type=int, default=20, help="epochs of the fine-tune on all the photos (0: skip it)"
     )
-    parser.add_argument("--size", type=int, default=64, help="the network's input in pixels (train --size)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=80,
+        help="the network's input in pixels (train --size): the face spans 64 of them, the rest is hair, ears, chin",
+    )
     parser.add_argument("--workers", type=int, help="processes making training batches (train --workers)")
     parser.add_argument(
         "--train-only",
@@ -67,12 +77,12 @@ def main(argv: list[str] | None = None) -> None:
     stage(clean, ["--epochs", str(args.epochs)])
     if args.robust_epochs:
         final = args.run / "robust"
-        # The model card's run 11.
         fine_tune = ["--init", str(clean / "model.keras"), "--robust", "--ema", "--lr", "5e-4", "--seed", "7"]
         fine_tune += ["--child-weight", "2", "--photos", *REAL_PHOTOS, "--balance"]
         stage(final, [*fine_tune, "--epochs", str(args.robust_epochs)])
         # The age head refitted on UTKFace alone, everything else frozen: the fine-tune's gender
-        # stays as it is, UTKFace's age MAE comes back (run 11d: 5.11 -> 4.92 y).
+        # stays as it is, UTKFace's age MAE comes back (FairFace's bands are apparent ages; run
+        # 11d: 5.11 -> 4.92 y).
         refit = final.parent / "age"
         head_only = ["--init", str(final / "model.keras"), "--only", "age_logits", "--lr", "1e-3", "--seed", "11"]
         stage(refit, [*head_only, "--epochs", "3"])
