@@ -1,0 +1,89 @@
+"""Training's data path without TensorFlow: the compact cache copy an accelerator host trains from
+(`conversion.pack`) and the augmented batches, made in worker processes or not."""
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import FACE_FILES, FACE_LABELS
+
+from conversion.data import Prepared
+from conversion.pack import main as pack_main
+from conversion.photos import Photos
+from conversion.train import Batches, Pool
+from edge.vision.align import align_face, context_of, template_keypoints
+
+SIZE = 200
+
+
+def _write_caches(cache: Path) -> None:
+    """UTKFace-like and LFW-like caches of the fixture faces: the last face of each held out."""
+    images = np.stack([cv2.resize(cv2.imread(str(f)), (SIZE, SIZE)) for f in FACE_FILES])
+    n = len(images)
+    keypoints = np.repeat(template_keypoints(SIZE, SIZE)[None], n, axis=0)
+    ages = np.array([age for age, _ in FACE_LABELS[:n]], np.int16)
+    female = np.array([f for _, f in FACE_LABELS[:n]], np.int8)
+    held_out = np.arange(n) == n - 1
+    for name, meta in {
+        "utkface": {
+            "age": ages,
+            "race": np.zeros(n, np.int8),
+            "keypoint_source": np.full(n, 2, np.int8),
+            "validation": held_out,
+        },
+        "lfw": {
+            "age_first": np.full(n, -1, np.int16),
+            "age_last": np.full(n, -1, np.int16),
+            "race": np.full(n, -1, np.int8),
+            "validation": held_out.astype(np.int8),
+        },
+    }.items():
+        (cache / name).mkdir(parents=True)
+        np.save(cache / name / "images.npy", images)
+        files = np.array([f.name for f in FACE_FILES])
+        np.savez(cache / name / "meta.npz", files=files, female=female, keypoints=keypoints, **meta)
+
+
+@pytest.fixture
+def caches(tmp_path: Path) -> Path:
+    _write_caches(tmp_path / "cache")
+    return tmp_path / "cache"
+
+
+def test_a_packed_cache_trains_like_the_original(caches: Path, tmp_path: Path):
+    pack_main(["pack", "--out", str(tmp_path / "pack"), "--cache", str(caches), "--sets", "utkface", "lfw"])
+    pack_main(["unpack", str(tmp_path / "pack"), "--cache", str(tmp_path / "copy")])
+    before, after = Prepared.load(caches), Prepared.load(tmp_path / "copy")
+    assert list(after.files) == list(before.files)
+    assert (after.age == before.age).all() and (after.validation == before.validation).all()
+    assert Photos.load("lfw", tmp_path / "copy").split(True).tolist() == [len(FACE_FILES) - 1]
+    # The keypoints moved into the smaller frame: the runtime's crop of the copy is the crop of
+    # the original, up to resampling and compression.
+    for i in range(len(before.files)):
+        crops = [align_face(d.images[i], d.keypoints[i], 80, context=context_of(80)) for d in (before, after)]
+        assert np.abs(crops[0].astype(int) - crops[1]).mean() < 6
+
+
+def test_pack_refuses_a_missing_cache(tmp_path: Path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        pack_main(["pack", "--out", str(tmp_path / "pack"), "--cache", str(tmp_path / "none"), "--sets", "lfw"])
+    assert stop.value.code == 2
+    assert "conversion.photos lfw" in capsys.readouterr().err
+
+
+def test_batches_are_the_same_however_many_workers_make_them(caches: Path):
+    args = argparse.Namespace(
+        cache=caches, photos=["lfw"], balance=True, child_weight=2.0, photo_ages=True, batch=2, seed=3, size=64,
+        robust=1.0, epochs=2,
+    )  # fmt: skip
+    pool = Pool.assemble(args, quiet=True)
+    alone = list(Batches(pool, args, workers=1))
+    assert len(alone) == 2 * Batches(pool, args, workers=1).steps
+    shared = list(Batches(pool, args, workers=2))
+    for (x1, y1, w1), (x2, y2, w2) in zip(alone, shared, strict=True):
+        assert x1.dtype == np.uint8 and (x1 == x2).all()
+        assert all((y1[k] == y2[k]).all() for k in y1) and all((w1[k] == w2[k]).all() for k in w1)
+    # LFW has no ages: its faces teach the age head nothing.
+    assert pool.sample_weight is not None and pool.sample_weight["age"][pool.source == 1].sum() == 0
