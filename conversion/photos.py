@@ -11,7 +11,8 @@ frames real faces, with whatever context the photo has around the face.
 - `fairface`: FairFace (Kärkkäinen & Joo, WACV 2021; CC BY 4.0), its margin-0.25 224x224 crops
   with gender, age band and race: train images numbered above 7688 (those up to 7688 overlap a
   hidden test set and are never used) for training, its val images held out. A folder with
-  `labels.csv` (file,gender,age,race) and the images under it; `AICCTV_FAIRFACE` or --data. A
+  `labels.csv` (file,gender,age,race), or FairFace's own `fairface_label_train.csv` and
+  `fairface_label_val.csv`, and the images under it (train/, val/); `AICCTV_FAIRFACE` or --data. A
   photo that is one of ../shared/datasets/fairface-dev's (the measurement set) is dropped.
 """
 
@@ -55,6 +56,7 @@ AGE_BANDS = {
     "more than 70": (70, 90),
     "70+": (70, 90),
 }
+SPREADSHEET_BANDS = {"03-Sep": "3-9", "Sep-03": "3-9", "Oct-19": "10-19", "19-Oct": "10-19"}
 # FairFace's seven groups onto UTKFace's five (the race head is a training aid only).
 RACE = {
     "White": "white",
@@ -137,11 +139,20 @@ def _centre_face(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _rows(name: str, data: Path) -> list[dict[str, str]]:
-    labels = data / "labels.csv"
-    if not labels.is_file():
-        raise FileNotFoundError(f"{labels} not found: pass --data DIR (the {name} folder with labels.csv)")
-    with labels.open() as f:
-        rows = list(csv.DictReader(f))
+    """The folder's labels: labels.csv, or for FairFace its own release's two CSVs."""
+    labels = [data / "labels.csv"]
+    if name == "fairface" and not labels[0].is_file():
+        labels = [data / f"fairface_label_{split}.csv" for split in ("train", "val")]
+    missing = [str(path) for path in labels if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{missing[0]} not found: pass --data DIR (the {name} folder with labels.csv)")
+    rows = []
+    for path in labels:
+        with path.open() as f:
+            rows += list(csv.DictReader(f))
+    for row in rows:
+        # Copies of FairFace's CSV that went through a spreadsheet read two bands as dates.
+        row["age"] = SPREADSHEET_BANDS.get(row.get("age", ""), row.get("age", ""))
     if name == "fairface":
         rows = [
             r for r in rows if not (r["file"].startswith("train/") and _number(r["file"]) <= FAIRFACE_HIDDEN_TEST_IDS)
