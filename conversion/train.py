@@ -153,7 +153,7 @@ class Batches:
     def make(self, epoch: int, i: int) -> tuple:
         args, pool = self.args, self.pool
         # Every epoch shuffled, the first too: the caches are in file-name order, which for
-        # UTKFace is age order (runs up to 11d saw their first epoch unshuffled).
+        # UTKFace is age order (runs up to 12 saw their first epoch unshuffled).
         order = np.random.default_rng([args.seed, epoch]).permutation(len(pool))
         batch = order[i * args.batch : (i + 1) * args.batch]
         rng = np.random.default_rng([args.seed, epoch, i])
