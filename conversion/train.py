@@ -20,6 +20,7 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
+from scipy.special import softmax
 
 from conversion.augment import augmented_crop
 from conversion.data import AGE_BANDS, DEFAULT_CACHE, RACES, Prepared, age_band_index
@@ -63,11 +64,6 @@ def gender_balance(female: np.ndarray, cells: np.ndarray) -> np.ndarray:
             if mine.any():
                 weights[mine] = min(members.sum() / (2 * mine.sum()), 4.0)
     return weights / weights.mean()
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 @dataclass
@@ -149,13 +145,19 @@ class Batches:
     def __init__(self, pool: Pool, args: argparse.Namespace, workers: int) -> None:
         self.pool, self.args, self.workers = pool, args, workers
         self.steps = math.ceil(len(pool) / args.batch)
+        self._order: tuple[int, np.ndarray] | None = None
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The epoch's order of the pool, drawn once per epoch. Every epoch is shuffled, the first
+        too: the caches are in file-name order, which for UTKFace is age order (runs up to 12 saw
+        their first epoch unshuffled)."""
+        if self._order is None or self._order[0] != epoch:
+            self._order = epoch, np.random.default_rng([self.args.seed, epoch]).permutation(len(self.pool))
+        return self._order[1]
 
     def make(self, epoch: int, i: int) -> tuple:
         args, pool = self.args, self.pool
-        # Every epoch shuffled, the first too: the caches are in file-name order, which for
-        # UTKFace is age order (runs up to 12 saw their first epoch unshuffled).
-        order = np.random.default_rng([args.seed, epoch]).permutation(len(pool))
-        batch = order[i * args.batch : (i + 1) * args.batch]
+        batch = self.order(epoch)[i * args.batch : (i + 1) * args.batch]
         rng = np.random.default_rng([args.seed, epoch, i])
         context = context_of(args.size)
         x = np.stack(
@@ -298,8 +300,9 @@ def main(argv: list[str] | None = None) -> None:
                 out = teacher(x, training=False)
                 w = args.teacher_weight
                 soft_gender = keras.ops.convert_to_numpy(keras.ops.sigmoid(out["gender"]))
+                soft_age = softmax(keras.ops.convert_to_numpy(out["age"]), axis=1)
                 y["gender"] = (1 - w) * y["gender"] + w * soft_gender
-                y["age"][:, :-1] = (1 - w) * y["age"][:, :-1] + w * softmax(keras.ops.convert_to_numpy(out["age"]))
+                y["age"][:, :-1] = (1 - w) * y["age"][:, :-1] + w * soft_age
             yield (x, y, *weights)
 
     def age_loss(y_true, y_pred):
@@ -346,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             out = self.model.predict(val_x, batch_size=256, verbose=0)
             accuracy = float(((out["gender"][:, 0] > 0) == (val_female == 1)).mean())
-            probs = softmax(out["age"])
+            probs = softmax(out["age"], axis=1)
             mae = float(np.abs(probs @ np.arange(MAX_AGE + 1) - val_age).mean())
             logs["val_gender_accuracy"], logs["val_age_mae"] = accuracy, mae
             women, men = women_men(out["gender"][:, 0], val_female)
@@ -359,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
                 logs[f"{name}_women"], logs[f"{name}_men"] = women, men
                 line += f"; {name} women {women:.3f}, men {men:.3f}"
                 if (photos.age_first[index] >= 0).all():
-                    expected = softmax(out["age"]) @ np.arange(MAX_AGE + 1)
+                    expected = softmax(out["age"], axis=1) @ np.arange(MAX_AGE + 1)
                     ours = age_band_index(expected) == age_band_index(photos.age_first[index])
                     logs[f"{name}_our_band"] = float(ours.mean())
                     line += f", our age band {ours.mean():.3f}"
