@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -70,18 +71,36 @@ def pack_set(
     return int(offsets[-1])
 
 
+class NotPacked(ValueError):
+    """A file that is not a set `pack` wrote (or was damaged on the way)."""
+
+
 def unpack_set(path: Path, cache: Path) -> int:
     import cv2
 
-    packed = np.load(path)
-    blob, offsets = packed["blob"], packed["offsets"]
-    first = cv2.imdecode(blob[offsets[0] : offsets[1]], cv2.IMREAD_COLOR)
+    def decode(n: int) -> np.ndarray:
+        image = cv2.imdecode(blob[offsets[n] : offsets[n + 1]], cv2.IMREAD_COLOR)
+        if image is None or image.shape != shape[1:]:
+            raise NotPacked(f"{path}: face {n} is damaged")
+        return image
+
+    hint = "write one with `python -m conversion.pack pack`"
+    try:
+        packed = np.load(path)  # no pickles: a packed set holds plain arrays only
+        blob, offsets = packed["blob"], packed["offsets"].astype(np.int64)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise NotPacked(f"{path} is not a packed set ({e}): {hint}") from None
+    if len(offsets) < 2 or offsets[0] != 0 or (np.diff(offsets) <= 0).any() or offsets[-1] != len(blob):
+        raise NotPacked(f"{path} is not a packed set (its offsets do not index its images): {hint}")
+    first = cv2.imdecode(blob[: offsets[1]], cv2.IMREAD_COLOR)
+    if first is None:
+        raise NotPacked(f"{path}: face 0 is damaged")
+    shape = (len(offsets) - 1, *first.shape)
     out = cache / path.stem
     out.mkdir(parents=True, exist_ok=True)
-    shape = (len(offsets) - 1, *first.shape)
     images = np.lib.format.open_memmap(out / "images.npy", mode="w+", dtype=np.uint8, shape=shape)
     for n in range(len(offsets) - 1):
-        images[n] = cv2.imdecode(blob[offsets[n] : offsets[n + 1]], cv2.IMREAD_COLOR)
+        images[n] = decode(n)
     images.flush()
     np.savez(out / "meta.npz", **{k: packed[k] for k in packed.files if k not in ("blob", "offsets")})
     return len(offsets) - 1
@@ -120,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
                 parser.error(f"no packed sets (.npz) in {' '.join(map(str, args.parts))}")
             for path in parts:
                 print(f"{path.stem}: {unpack_set(path, args.cache)} faces -> {args.cache / path.stem}")
-    except FileNotFoundError as e:
+    except (FileNotFoundError, NotPacked) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

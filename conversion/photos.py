@@ -148,8 +148,12 @@ def _rows(name: str, data: Path) -> list[dict[str, str]]:
         raise FileNotFoundError(f"{missing[0]} not found: pass --data DIR (the {name} folder with labels.csv)")
     rows = []
     for path in labels:
-        with path.open() as f:
-            rows += list(csv.DictReader(f))
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            lacking = {"file", "gender"} - set(reader.fieldnames or ())
+            if lacking:
+                raise ValueError(f"{path} has no {', '.join(sorted(lacking))} column: it needs file,gender[,age,race]")
+            rows += list(reader)
     for row in rows:
         # Copies of FairFace's CSV that went through a spreadsheet read two bands as dates.
         row["age"] = SPREADSHEET_BANDS.get(row.get("age", ""), row.get("age", ""))
@@ -248,7 +252,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         prepare(args.name, args.data or DEFAULT_DATA[args.name], args.cache, args.workers)
     except (FileNotFoundError, ValueError) as exc:
-        sys.exit(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

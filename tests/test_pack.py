@@ -87,3 +87,17 @@ def test_batches_are_the_same_however_many_workers_make_them(caches: Path):
         assert all((y1[k] == y2[k]).all() for k in y1) and all((w1[k] == w2[k]).all() for k in w1)
     # LFW has no ages: its faces teach the age head nothing.
     assert pool.sample_weight is not None and pool.sample_weight["age"][pool.source == 1].sum() == 0
+
+
+def test_unpack_refuses_what_pack_did_not_write(caches: Path, tmp_path: Path, capsys):
+    """Random bytes, and a real pack whose images were damaged on the way: one line, exit 2."""
+    (tmp_path / "noise.npz").write_bytes(np.random.default_rng(0).bytes(5000))
+    pack_main(["pack", "--out", str(tmp_path / "pack"), "--cache", str(caches), "--sets", "lfw"])
+    packed = dict(np.load(tmp_path / "pack" / "lfw.npz"))
+    packed["blob"] = np.zeros_like(packed["blob"])
+    np.savez(tmp_path / "damaged.npz", **packed)
+    for name, says in (("noise.npz", "is not a packed set"), ("damaged.npz", "face 0 is damaged")):
+        with pytest.raises(SystemExit) as stop:
+            pack_main(["unpack", str(tmp_path / name), "--cache", str(tmp_path / "copy")])
+        assert stop.value.code == 2
+        assert says in capsys.readouterr().err

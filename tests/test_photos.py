@@ -25,3 +25,9 @@ def test_fairface_is_read_from_its_own_release(tmp_path: Path):
 def test_a_folder_without_labels_is_refused_with_the_fix(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="pass --data DIR"):
         _rows("lfw", tmp_path)
+
+
+def test_labels_without_a_gender_column_are_refused(tmp_path: Path):
+    (tmp_path / "labels.csv").write_text("file,age\ntrain/9000.jpg,20-29\n")
+    with pytest.raises(ValueError, match="no gender column"):
+        _rows("fairface", tmp_path)
