@@ -8,7 +8,8 @@ analyze` runs it on a still) on FairFace's balanced development photos
 The labelled person is the face nearest the photo's centre. A photo whose face is not found, or
 is found but not judged ("not sure", see `vision.gender_margin`), counts against "judged" and
 never as right: "right of all" is over every photo, "right of judged" over the judged ones.
-Age is scored in the FairFace band (0-2, 3-9, …, 70+) and in ours (0-9, …, 60+).
+Age is scored in the FairFace band (0-2, 3-9, …, 70+: the band of the mean age) and in ours (0-9,
+…, 60+: the likeliest band, as the product reports it).
 
 Measure with it; never train on these photos or pick a model by many trials on them (one photo is
 0.4 points).
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.vision.config import VisionConfig
-from edge.wire.contract import age_band, judged_gender
+from edge.wire.contract import judged_gender
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "fairface-dev"
 FAIRFACE_BANDS = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+")
@@ -52,6 +53,7 @@ class Prediction:
     female: bool  # the true gender
     p_female: float | None
     age: float | None
+    age_band: str | None  # ours, as the product decides it (the likeliest band)
 
     def gender(self, margin: float) -> str | None:
         """The gender, or None when not sure (p_female within `margin` of 0.5) or not judged."""
@@ -86,6 +88,7 @@ def predict(data: Path, config: VisionConfig, model: Path | None) -> list[Predic
                 label["gender"] == "Female",
                 None if estimate is None else estimate.p_female,
                 None if estimate is None else estimate.age,
+                None if estimate is None else estimate.age_band,
             )
         )
         print(f"\r{n}/{len(labels)} photos", end="", file=sys.stderr, flush=True)
@@ -132,9 +135,7 @@ def figures(predictions: list[Prediction], margin: float) -> dict[str, tuple[int
         p.gender(margin) == truth[p.female] for p in predictions if p.band in CHILDREN
     )
     out["age in the FairFace band"] = _share(p.age is not None and fairface_band(p.age) == p.band for p in predictions)
-    out["age in our band"] = _share(
-        p.age is not None and age_band(p.age) == OURS.get(p.band, p.band) for p in predictions
-    )
+    out["age in our band"] = _share(p.age_band == OURS.get(p.band, p.band) for p in predictions)
     return out
 
 
@@ -168,7 +169,10 @@ def main(argv: list[str] | None = None) -> None:
     if not (0.0 <= args.margin < 0.5):
         parser.error("--margin must be in [0, 0.5)")
     if args.load:
-        predictions = [Prediction(**json.loads(line)) for line in args.load.read_text().splitlines() if line]
+        try:
+            predictions = [Prediction(**json.loads(line)) for line in args.load.read_text().splitlines() if line]
+        except (OSError, UnicodeDecodeError, ValueError, TypeError) as e:
+            parser.error(f"cannot read predictions from {args.load} ({e}): pass a file written by --dump")
     else:
         if not (args.data / "labels.json").is_file():
             parser.error(f"{args.data / 'labels.json'} not found: pass --data, the fairface-dev folder")

@@ -32,18 +32,23 @@ RESOLUTIONS = (None, 48, 32)
 MARGINS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 
 
-def predict(model: AgeGenderModel, crops: np.ndarray, desc: str) -> tuple[np.ndarray, np.ndarray]:
+def predict(model: AgeGenderModel, crops: np.ndarray, desc: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """p(female), mean age and the age band (index into AGE_BANDS, as the product picks it) of each crop."""
     estimates = [model(crop) for crop in tqdm(crops, desc=desc, leave=False, unit="face", disable=None)]
-    return np.array([e.p_female for e in estimates]), np.array([e.age for e in estimates])
+    p_female = np.array([e.p_female for e in estimates])
+    age = np.array([e.age for e in estimates])
+    return p_female, age, np.array([AGE_BANDS.index(e.age_band) for e in estimates], np.int64)
 
 
-def figures(p_female: np.ndarray, age: np.ndarray, true_female: np.ndarray, true_age: np.ndarray) -> dict:
+def figures(
+    p_female: np.ndarray, age: np.ndarray, band: np.ndarray, true_female: np.ndarray, true_age: np.ndarray
+) -> dict:
     correct = (p_female >= 0.5) == (true_female == 1)
     error = np.abs(age - true_age)
     return {
         "gender_accuracy": float(correct.mean()),
         "age_mae": float(error.mean()),
-        "age_band_accuracy": float((age_band_index(age) == age_band_index(true_age)).mean()),
+        "age_band_accuracy": float((band == age_band_index(true_age)).mean()),
         "faces": len(correct),
     }
 
@@ -78,23 +83,20 @@ def evaluate(models: dict[str, Path], flip: bool, cache: Path = DEFAULT_CACHE) -
         for pixels in RESOLUTIONS:
             inputs = crops if pixels is None else np.stack([low_resolution(c, pixels) for c in crops])
             label = "full" if pixels is None else f"{pixels}px"
-            p_female, age = predict(model, inputs, f"{name} {label}")
-            out[label] = figures(p_female, age, true_female, true_age)
+            p_female, age, band = predict(model, inputs, f"{name} {label}")
+            out[label] = figures(p_female, age, band, true_female, true_age)
             if pixels is None:
-                bands = age_band_index(true_age)
-                out["by_age_band"] = {
-                    band: figures(p_female[bands == b], age[bands == b], true_female[bands == b], true_age[bands == b])
-                    for b, band in enumerate(AGE_BANDS)
-                }
-                out["by_race"] = {
-                    r: figures(p_female[race == i], age[race == i], true_female[race == i], true_age[race == i])
-                    for i, r in enumerate(RACES)
-                }
+                groups = {"by_age_band": (age_band_index(true_age), AGE_BANDS), "by_race": (race, RACES)}
+                for group, (member, names) in groups.items():
+                    out[group] = {
+                        key: figures(*(v[member == i] for v in (p_female, age, band, true_female, true_age)))
+                        for i, key in enumerate(names)
+                    }
         for set_name, (photos, held_out) in real.items():
             key = (set_name, model.size)
             if key not in real_crops:
                 real_crops[key] = aligned_crops(photos, held_out, model.size)
-            p_female, age = predict(model, real_crops[key], f"{name} {set_name}")
+            p_female, age, band = predict(model, real_crops[key], f"{name} {set_name}")
             truth = photos.female[held_out]
             right = (p_female >= 0.5) == (truth == 1)
             out[set_name] = {
@@ -104,7 +106,7 @@ def evaluate(models: dict[str, Path], flip: bool, cache: Path = DEFAULT_CACHE) -
                 "faces": len(right),
             }
             if (photos.age_first[held_out] >= 0).all():
-                ours = age_band_index(age) == age_band_index(photos.age_first[held_out])
+                ours = band == age_band_index(photos.age_first[held_out])
                 out[set_name]["our_age_band"] = float(ours.mean())
             # What `vision.gender_margin` would give here: the share judged, and right of those.
             sure = np.abs(p_female - 0.5)[None] >= np.array(MARGINS)[:, None]

@@ -255,3 +255,11 @@ def test_a_schema_1_record_from_a_device_not_yet_upgraded_is_read_as_schema_2():
     assert decode(HourlyRecord, encode(record), "shop-1") == record
     with pytest.raises(ContractError, match="unexpected"):
         decode(HourlyRecord, json.dumps({**v1, "unknown": 0}).encode(), "shop-1")
+
+
+def test_likeliest_band_needs_one_probability_per_band():
+    from edge.wire.contract import AGE_BANDS, likeliest_band
+
+    assert likeliest_band([0.1, 0.0, 0.2, 0.3, 0.15, 0.05, 0.2]) == "30-39"
+    with pytest.raises(ValueError, match="expected 7 band probabilities"):
+        likeliest_band([1.0] * (len(AGE_BANDS) - 1))

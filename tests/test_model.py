@@ -61,3 +61,21 @@ def test_a_face_within_the_gender_margin_is_not_sure(faces, analyzer):
     judged = [unsure.faces(face)[0].to_json() for face in faces]
     assert [j["gender"] is None for j in judged] == list(np.abs(p - 0.5) < margin)
     assert all(j["age"] is not None for j in judged)
+
+
+def test_the_age_band_is_the_likeliest_band_not_the_mean_ages(faces):
+    """A distribution split between a child and an old person has its mean in the middle years;
+    the band reported is the one with the most probability."""
+    from edge.vision.classify import AgeGender, band_masses
+    from edge.wire.contract import AGE_BANDS, MAX_AGE
+
+    probs = np.zeros(MAX_AGE + 1)
+    probs[5], probs[75] = 0.6, 0.4
+    masses = band_masses(probs)
+    assert masses == (0.6, 0.0, 0.0, 0.0, 0.0, 0.0, 0.4)
+    split = AgeGender(0.5, float(probs @ np.arange(MAX_AGE + 1)), masses)
+    assert (split.age, split.age_band) == (33.0, "0-9")
+    model = AgeGenderModel()
+    estimate = model(align_face(faces[0], template_keypoints(200, 200), model.size, context=model.context))
+    assert abs(sum(estimate.bands) - 1) < 1e-6
+    assert estimate.age_band == AGE_BANDS[int(np.argmax(estimate.bands))]

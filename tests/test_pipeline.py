@@ -1,5 +1,6 @@
 """The tracked pipeline end to end on a rendered clip, with real detection and classification."""
 
+import json
 import time
 
 import numpy as np
@@ -53,15 +54,17 @@ def test_the_last_result_ends_everyone_still_in_view(sample_clip):
 def test_a_run_resumed_from_a_snapshot_ends_like_the_uninterrupted_one(sample_clip):
     """The whole per-stream state (tracks, stillness, motion background, rejected candidates)
     round-trips through JSON: a replay killed mid-visit ends exactly as if it had not been."""
-    import json
-
     clip, _ = sample_clip
     source = open_source(str(clip))
     frames = [frame for frame in source if frame.index < 200]
     source.close()
 
     def visits(results) -> list[tuple]:
-        return [(v.track, v.first_seen, v.last_seen, v.frames, v.p_female, v.age) for r in results for v in r.ended]
+        return [
+            (v.track, v.first_seen, v.last_seen, v.frames, v.p_female, v.age, v.age_bands)
+            for r in results
+            for v in r.ended
+        ]
 
     whole = visits(Analyzer().track(frames))
     first = Analyzer()
@@ -78,3 +81,18 @@ def test_a_run_resumed_from_a_snapshot_ends_like_the_uninterrupted_one(sample_cl
     again.restore(json.loads(json.dumps(tracking.snapshot())))
     after = resumed.track(frames[121:], again)
     assert visits(before) + visits(after) == whole
+
+
+def test_a_checkpoint_without_band_probabilities_resumes_with_its_mean_ages_band():
+    """Checkpoints written before estimates kept their age-band probabilities hold only the mean
+    age: a person resumed from one is given the band of that age."""
+    analyzer = Analyzer()
+    tracking = analyzer.tracking()
+    old = tracking.snapshot()
+    old["samples"] = {"7": {"since_sample": 0, "attempts": 1, "best_quality": 40.0, "samples": [[40.0, 0.8, 34.0]]}}
+    tracking.restore(old)
+    estimate = tracking.samples[7].combined(keep=1)
+    assert (estimate.p_female, estimate.age, estimate.age_band) == (0.8, 34.0, "30-39")
+    again = analyzer.tracking()
+    again.restore(json.loads(json.dumps(tracking.snapshot())))
+    assert again.samples[7].combined(keep=1) == estimate

@@ -31,7 +31,7 @@ from edge.vision.sources import Frame
 from edge.vision.still import StillFilter
 from edge.vision.track import MultiTracker, Track, Tracker, appearances
 from edge.vision.zones import Path, centre
-from edge.wire.contract import age_band, judged_gender
+from edge.wire.contract import AGE_BANDS, age_band, judged_gender, likeliest_band
 
 # A pipeline analysing fewer frames a second than this interval allows is slow (a busy scene on
 # a Pi, the live source dropping frames).
@@ -86,6 +86,9 @@ class Visitor:
     # Within this of p(female) = 0.5, over all their views combined, the gender is "not sure"
     # (None): the hourly record counts them as unknown. `vision.gender_margin`.
     gender_margin: float = 0.0
+    # The probability of each age band over their views (see `AgeGender.age_band`); without it,
+    # the band of the mean age.
+    age_bands: tuple[float, ...] | None = None
 
     @property
     def gender(self) -> str | None:
@@ -93,6 +96,8 @@ class Visitor:
 
     @property
     def age_band(self) -> str | None:
+        if self.age_bands is not None:
+            return likeliest_band(self.age_bands)
         return None if self.age is None else age_band(self.age)
 
     @property
@@ -181,11 +186,24 @@ class _TrackSamples:
     best_quality: float = 0.0
     samples: list[tuple[float, AgeGender]] = field(default_factory=list)
 
-    def combined(self, keep: int) -> tuple[float | None, float | None]:
+    def combined(self, keep: int) -> AgeGender | None:
+        """The mean of the `keep` best-quality estimates, None without any."""
         if not self.samples:
-            return None, None
-        best = sorted(self.samples, key=lambda s: -s[0])[:keep]
-        return float(np.mean([s[1].p_female for s in best])), float(np.mean([s[1].age for s in best]))
+            return None
+        best = [estimate for _, estimate in sorted(self.samples, key=lambda s: -s[0])[:keep]]
+        return AgeGender(
+            float(np.mean([e.p_female for e in best])),
+            float(np.mean([e.age for e in best])),
+            tuple(float(m) for m in np.mean([e.bands for e in best], axis=0)),
+        )
+
+
+def _estimate(p_female: float, age: float, bands: list[float] | None = None) -> AgeGender:
+    """A checkpointed estimate; checkpoints written before band probabilities were kept carry
+    only the mean age, taken as certain of its band."""
+    if bands is None:
+        bands = [float(band == age_band(age)) for band in AGE_BANDS]
+    return AgeGender(p_female, age, tuple(bands))
 
 
 @dataclass
@@ -218,7 +236,7 @@ class Tracking:
                     "since_sample": state.since_sample,
                     "attempts": state.attempts,
                     "best_quality": state.best_quality,
-                    "samples": [[quality, est.p_female, est.age] for quality, est in state.samples],
+                    "samples": [[quality, est.p_female, est.age, list(est.bands)] for quality, est in state.samples],
                 }
                 for track_id, state in self.samples.items()
             },
@@ -242,7 +260,7 @@ class Tracking:
                 state["since_sample"],
                 state["attempts"],
                 state["best_quality"],
-                [(quality, AgeGender(p_female, age)) for quality, p_female, age in state["samples"]],
+                [(sample[0], _estimate(*sample[1:])) for sample in state["samples"]],
             )
 
 
@@ -369,17 +387,18 @@ class Analyzer:
 
     def _visitor(self, track: Track, first_seen: float, state: _TrackSamples, entered: bool | None) -> Visitor:
         """The person behind `track`, their estimates combined over the best-quality samples."""
-        p_female, age = state.combined(keep=max(1, self.config.max_classifications // 2 + 1))
+        estimate = state.combined(keep=max(1, self.config.max_classifications // 2 + 1))
         return Visitor(
             track.id,
             first_seen,
             track.last_seen,
             track.hits,
-            p_female,
-            age,
+            None if estimate is None else estimate.p_female,
+            None if estimate is None else estimate.age,
             len(state.samples),
             entered,
             self.config.gender_margin,
+            None if estimate is None else estimate.bands,
         )
 
     def so_far(self, tracking: Tracking, track: Track) -> Visitor:

@@ -24,6 +24,7 @@ import json
 import math
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -57,6 +58,13 @@ MAX_AGE = 100
 
 def age_band(age: float) -> str:
     return AGE_BANDS[min(int(age) // 10, len(AGE_BANDS) - 1)]
+
+
+def likeliest_band(masses: Sequence[float]) -> str:
+    """The age band with the most probability among `masses`, one per AGE_BANDS."""
+    if len(masses) != len(AGE_BANDS):
+        raise ValueError(f"expected {len(AGE_BANDS)} band probabilities, got {len(masses)}")
+    return AGE_BANDS[max(range(len(AGE_BANDS)), key=lambda i: masses[i])]
 
 
 def gender_of(p_female: float) -> str:

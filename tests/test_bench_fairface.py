@@ -1,0 +1,37 @@
+"""bench.fairface's scoring, on predictions as --dump writes them (the photos are not needed)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.fairface import main
+
+
+def dump(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_scores_the_band_the_product_reports(tmp_path: Path, capsys):
+    rows = [
+        # The mean age (33) falls in 30-39; the product reports its likeliest band, 0-9.
+        {"file": "1.jpg", "band": "3-9", "female": True, "p_female": 0.9, "age": 33.0, "age_band": "0-9"},
+        {"file": "2.jpg", "band": "70+", "female": False, "p_female": 0.45, "age": 64.0, "age_band": "60+"},
+        {"file": "3.jpg", "band": "20-29", "female": False, "p_female": None, "age": None, "age_band": None},
+    ]
+    main(["--load", str(dump(tmp_path / "p.jsonl", rows)), "--margin", "0.1"])
+    out = capsys.readouterr().out
+    assert "gender judged                             33.3 % (1/3)" in out
+    assert "age in our band                           66.7 % (2/3)" in out
+    assert "age in the FairFace band                   0.0 % (0/3)" in out
+
+
+@pytest.mark.parametrize("text", ["not json\n", '{"file": "1.jpg"}\n', "\xff\n"])
+def test_a_file_not_written_by_dump_is_refused_in_one_line(tmp_path: Path, capsys, text: str):
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(SystemExit) as exit:
+        main(["--load", str(path)])
+    assert exit.value.code == 2
+    assert "pass a file written by --dump" in capsys.readouterr().err
