@@ -66,6 +66,21 @@ def gender_balance(female: np.ndarray, cells: np.ndarray) -> np.ndarray:
     return weights / weights.mean()
 
 
+def band_balance(sets: np.ndarray, bands: np.ndarray) -> np.ndarray:
+    """Per-face weights under which every age band of a set weighs alike (a band's faces count
+    for a set's share of faces over its number of bands), at most 4x; faces without a band
+    (`bands` -1) keep 1. Real photo sets are mostly 20-39 year olds; a shop's owner reads every
+    band, and fairface-dev weighs each alike."""
+    weights = np.ones(len(sets), np.float32)
+    for s in np.unique(sets):
+        members = (sets == s) & (bands >= 0)
+        present = np.unique(bands[members])
+        for band in present:
+            mine = members & (bands == band)
+            weights[mine] = min(members.sum() / (len(present) * mine.sum()), 4.0)
+    return weights
+
+
 @dataclass
 class Pool:
     """The training faces of one run: UTKFace's training split, then each real photo set's (whose
@@ -116,10 +131,14 @@ class Pool:
         race = np.maximum(race, 0)
         sample_weight = None
         # No weights at all unless asked: the runs recorded before these options then repeat bit for bit.
-        if args.photos or args.balance or args.child_weight != 1.0:
-            cells = (source * len(AGE_BANDS) + np.where(first >= 0, age_band_index(age), 0)) * len(RACES) + race
+        if args.photos or args.balance or args.child_weight != 1.0 or args.balance_bands:
+            bands = np.where(first >= 0, age_band_index(age), -1)
+            cells = (source * len(AGE_BANDS) + np.maximum(bands, 0)) * len(RACES) + race
             gender = gender_balance(female.astype(np.int8), cells) if args.balance else np.ones(len(rows), np.float32)
             gender *= np.where((first >= 0) & (age < 10), args.child_weight, 1.0).astype(np.float32)
+            if args.balance_bands:
+                gender *= band_balance(source, bands)
+                gender /= gender.mean()
             has_age = (first >= 0) & ((source == 0) | args.photo_ages)
             sample_weight = {"gender": gender, "age": has_age.astype(np.float32), "race": known_race.astype(np.float32)}
         return cls(data, held_out, images, keypoints, source, rows, female, age, first, last, race, sample_weight)
@@ -275,6 +294,12 @@ def main(argv: list[str] | None = None) -> None:
         "--balance",
         action="store_true",
         help="weight gender's loss so women and men weigh alike within each age band x race of each set",
+    )
+    parser.add_argument(
+        "--balance-bands",
+        action="store_true",
+        help="weight gender's loss so every age band of each set weighs alike (children, teenagers and "
+        "the old count as much as 20-39 year olds)",
     )
     args = parser.parse_args(argv)
 

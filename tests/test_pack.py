@@ -76,7 +76,7 @@ def test_pack_refuses_a_missing_cache(tmp_path: Path, capsys):
 def test_batches_are_the_same_however_many_workers_make_them(caches: Path):
     args = argparse.Namespace(
         cache=caches, photos=["lfw"], balance=True, child_weight=2.0, photo_ages=True, batch=2, seed=3, size=64,
-        robust=1.0, epochs=2,
+        robust=1.0, epochs=2, balance_bands=True,
     )  # fmt: skip
     pool = Pool.assemble(args, quiet=True)
     alone = list(Batches(pool, args, workers=1))
@@ -101,3 +101,17 @@ def test_unpack_refuses_what_pack_did_not_write(caches: Path, tmp_path: Path, ca
             pack_main(["unpack", str(tmp_path / name), "--cache", str(tmp_path / "copy")])
         assert stop.value.code == 2
         assert says in capsys.readouterr().err
+
+
+def test_band_balance_weighs_every_band_of_a_set_alike():
+    from conversion.train import band_balance
+
+    sets = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1])
+    bands = np.array([2, 2, 2, 2, 0, 6, -1, -1, 3])
+    w = band_balance(sets, bands)
+    # Set 0: 6 faces over 3 bands, 2 faces' worth per band.
+    assert np.allclose(w[:6], [0.5, 0.5, 0.5, 0.5, 2.0, 2.0])
+    # Faces without a band keep 1; a band of one face in a set of one is not weighted more.
+    assert np.allclose(w[6:], [1.0, 1.0, 1.0])
+    many = np.r_[np.zeros(100, int), [1]]
+    assert band_balance(np.zeros(101, int), many)[-1] == 4.0
