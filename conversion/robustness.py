@@ -35,7 +35,7 @@ from conversion.corrupt import (
     surgical_mask,
     turned_head,
 )
-from conversion.data import DEFAULT_DATA, age_band_index, load_faces, validation_rows
+from conversion.data import AGE_BANDS, DEFAULT_DATA, age_band_index, load_faces, validation_rows
 from edge.vision.align import FACE_SIZE, align_face, face_transform
 
 Corruption = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -115,7 +115,7 @@ def evaluate(faces: int, seed: int, model_path: Path | None, data: Path, jitter_
     ]
     clean_female = clean_mae = None
     for c, (name, corruption) in enumerate(CONDITIONS.items()):
-        p_female, age = [], []
+        p_female, age, bands = [], [], []
         for i, (image, kp) in enumerate(zip(images, keypoints, strict=True)):
             rng = np.random.default_rng([seed, c, i])
             if name == JITTER:
@@ -126,10 +126,11 @@ def evaluate(faces: int, seed: int, model_path: Path | None, data: Path, jitter_
             estimate = model(crop)
             p_female.append(estimate.p_female)
             age.append(estimate.age)
+            bands.append(AGE_BANDS.index(estimate.age_band))
         female, age_array = np.array(p_female) >= 0.5, np.array(age)
         accuracy = 100 * float((female == true_female).mean())
         mae = float(np.abs(age_array - true_age).mean())
-        band = 100 * float((age_band_index(age_array) == age_band_index(true_age)).mean())
+        band = 100 * float((np.array(bands) == age_band_index(true_age)).mean())
         if clean_female is None:
             clean_female, clean_mae, clean_accuracy = female, mae, accuracy
         flipped = 100 * float((female != clean_female).mean())
@@ -140,7 +141,8 @@ def evaluate(faces: int, seed: int, model_path: Path | None, data: Path, jitter_
         )
     lines.append(
         f"Δ: against clean; flipped: faces whose gender differs from clean; female: share called female"
-        f" (truth {100 * true_female.mean():.1f} %); bias: mean signed age error; band: age-band accuracy"
+        f" (truth {100 * true_female.mean():.1f} %); bias: mean signed age error;"
+        " band: age-band accuracy (the likeliest band)"
     )
     if jitter_faces:
         noise = keypoint_noise(images[:jitter_faces], seed)

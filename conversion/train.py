@@ -26,6 +26,7 @@ from conversion.augment import augmented_crop
 from conversion.data import AGE_BANDS, DEFAULT_CACHE, RACES, Prepared, age_band_index
 from conversion.photos import Photos
 from edge.vision.align import align_face, context_of
+from edge.vision.classify import BAND_STARTS
 from edge.wire.contract import MAX_AGE
 
 
@@ -387,8 +388,9 @@ def main(argv: list[str] | None = None) -> None:
                 logs[f"{name}_women"], logs[f"{name}_men"] = women, men
                 line += f"; {name} women {women:.3f}, men {men:.3f}"
                 if (photos.age_first[index] >= 0).all():
-                    expected = softmax(out["age"], axis=1) @ np.arange(MAX_AGE + 1)
-                    ours = age_band_index(expected) == age_band_index(photos.age_first[index])
+                    # The likeliest band, as the product reports it.
+                    likeliest = np.add.reduceat(softmax(out["age"], axis=1), BAND_STARTS, axis=1).argmax(axis=1)
+                    ours = likeliest == age_band_index(photos.age_first[index])
                     logs[f"{name}_our_band"] = float(ours.mean())
                     line += f", our age band {ours.mean():.3f}"
             print(line)
