@@ -9,7 +9,8 @@ masked, sunglassed, dark or blurred, gender's loss balanced between women and me
 x race and children's weighted twice (RUN/robust); refit the age head alone on UTKFace
 (RUN/age); convert to int8, evaluate float32 vs int8 on the validation split and the real
 photos held out, then install the int8 model and its figures into models/tflite/. The defaults
-are the shipped model's recipe (the model card's run 13b).
+are run 13b's recipe; the shipped model, run 16, continues run 13b for 10 epochs (the model
+card's "Retrain" gives the commands).
 
 A stage whose RUN/<stage>/model.keras exists is skipped, so an interrupted run resumes, and the
 training can run elsewhere: on an accelerator host, `--train-only` with the caches that
