@@ -71,9 +71,26 @@ def without_overlay(image: np.ndarray) -> np.ndarray:
     """The preview with the boxes and labels it draws (green or red, black text on them) painted
     out: at a low score the model reads a face into a box and its label drawn on a flat patch,
     which says nothing about what the patch hides; a face left clear inside a box keeps its middle."""
-    near = [np.abs(image.astype(int) - colour).max(axis=2) < 60 for colour in (draw.GREEN, draw.RED)]
-    drawn = cv2.dilate(np.logical_or.reduce(near).astype(np.uint8), np.ones((7, 7), np.uint8))
-    return cv2.inpaint(image, drawn, 3, cv2.INPAINT_TELEA)
+    pixels = image.astype(int)
+
+    def near(limit: int) -> np.ndarray:
+        masks = [np.abs(pixels - colour).max(axis=2) < limit for colour in (draw.GREEN, draw.RED)]
+        return np.logical_or.reduce(masks).astype(np.uint8)
+
+    # A box's 1 px outline loses about half its colour to JPEG's chroma subsampling, and an
+    # outline left over is inpainted into a smudge that can read as a face: outlines are taken
+    # as thin straight runs of coloured pixels nearer the colours as drawn.
+    coloured = near(120) & (pixels.max(axis=2) - pixels.min(axis=2) > 40)
+    thin = coloured & ~cv2.morphologyEx(coloured, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    lines = [cv2.morphologyEx(thin, cv2.MORPH_OPEN, np.ones(shape, np.uint8)) for shape in ((1, 9), (9, 1))]
+    drawn = near(60) | lines[0] | lines[1]
+    # JPEG keeps colour at half resolution in 8 px blocks, so a drawing's colour bleeds further
+    # than its brightness: colour is painted out wider.
+    luma, *chroma = cv2.split(cv2.cvtColor(image, cv2.COLOR_BGR2YCrCb))
+    luma = cv2.inpaint(luma, cv2.dilate(drawn, np.ones((7, 7), np.uint8)), 3, cv2.INPAINT_TELEA)
+    wide = cv2.dilate(drawn, np.ones((17, 17), np.uint8))
+    chroma = [cv2.inpaint(c, wide, 3, cv2.INPAINT_TELEA) for c in chroma]
+    return cv2.cvtColor(cv2.merge([luma, *chroma]), cv2.COLOR_YCrCb2BGR)
 
 
 def faces_kept(oracle: FaceDetector, image: np.ndarray, where: list[np.ndarray]) -> list[int]:
