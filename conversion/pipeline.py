@@ -7,7 +7,8 @@ FairFace's images come from); train on clean UTKFace crops (RUN/clean); fine-tun
 on UTKFace and the real photos together (FairFace's ages as bands), about 40 % of crops turned,
 masked, sunglassed, dark or blurred, gender's loss balanced between women and men per age band
 x race and children's weighted twice (RUN/robust); refit the age head alone on UTKFace
-(RUN/age); convert to int8, evaluate float32 vs int8 on the validation split and the real
+(RUN/age); shift the gender logit so women and men weigh alike on FairFace's val photos
+(RUN/calibrated); convert to int8, evaluate float32 vs int8 on the validation split and the real
 photos held out, then install the int8 model and its figures into models/tflite/. The defaults
 are run 13b's recipe; the shipped model, run 16, continues run 13b for 10 epochs (the model
 card's "Retrain" gives the commands).
@@ -24,9 +25,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
-from conversion import convert, evaluate, photos, prepare, train
+from conversion import calibrate, convert, evaluate, photos, prepare, train
 from conversion.data import DEFAULT_CACHE, DEFAULT_DATA
 from edge.vision.model_files import AGE_GENDER_MODEL, models_dir
 
@@ -68,26 +70,29 @@ def main(argv: list[str] | None = None) -> None:
     if args.workers:
         common += ["--workers", str(args.workers)]
 
-    def stage(run: Path, options: list[str]) -> None:
+    def stage(run: Path, step: Callable[[list[str]], None], options: list[str]) -> None:
         if (run / "model.keras").is_file():
             print(f"{run / 'model.keras'} exists: stage skipped")
         else:
-            train.main(["--run", str(run), *common, *options])
+            step(["--run", str(run), *options])
 
     final = clean = args.run / "clean"
-    stage(clean, ["--epochs", str(args.epochs)])
+    stage(clean, train.main, [*common, "--epochs", str(args.epochs)])
     if args.robust_epochs:
         final = args.run / "robust"
         fine_tune = ["--init", str(clean / "model.keras"), "--robust", "--ema", "--lr", "5e-4", "--seed", "7"]
         fine_tune += ["--child-weight", "2", "--photos", *REAL_PHOTOS, "--balance"]
-        stage(final, [*fine_tune, "--epochs", str(args.robust_epochs)])
+        stage(final, train.main, [*common, *fine_tune, "--epochs", str(args.robust_epochs)])
         # The age head refitted on UTKFace alone, everything else frozen: the fine-tune's gender
         # stays as it is, UTKFace's age MAE comes back (FairFace's bands are apparent ages; run
         # 11d: 5.11 -> 4.92 y).
         refit = final.parent / "age"
         head_only = ["--init", str(final / "model.keras"), "--only", "age_logits", "--lr", "1e-3", "--seed", "11"]
-        stage(refit, [*head_only, "--epochs", "3"])
-        final = refit
+        stage(refit, train.main, [*common, *head_only, "--epochs", "3"])
+        # Women and men of every age judged alike on photos the network has not seen: one offset
+        # on the gender logit, from FairFace's val photos (conversion/calibrate.py).
+        final = refit.parent / "calibrated"
+        stage(final, calibrate.main, ["--init", str(refit / "model.keras"), "--cache", str(args.cache)])
     if args.train_only:
         print(f"trained: {final / 'model.keras'}")
         return

@@ -1,0 +1,47 @@
+"""conversion.evaluate's figures weighted as fairface-dev is built: each age band x gender alike."""
+
+import numpy as np
+import pytest
+
+from conversion.evaluate import balanced
+
+
+def test_every_band_and_gender_weighs_alike_however_many_photos_it_has():
+    # 0-2 year olds: 2 girls, both wrong, and 1 boy, right; 20-29: 6 women and 1 man, all right.
+    first = np.array([0, 0, 0, 20, 20, 20, 20, 20, 20, 20])
+    female = np.array([1, 1, 0, 1, 1, 1, 1, 1, 1, 0])
+    p_female = np.array([0.1, 0.2, 0.1, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.1])
+    band = np.array([0, 1, 0, 2, 2, 2, 2, 2, 2, 2])  # ours: 0-9 twice right, 20-29 all right
+    b = balanced(p_female, band, female, first, margin=0.1)
+    assert b["judged"] == 1.0
+    # Four cells, one of them all wrong: 3 of 4 whatever the cells' sizes (unweighted: 8 of 10).
+    assert b["right_of_judged"] == pytest.approx(0.75)
+    assert b["women"] == pytest.approx(0.5)
+    assert b["men"] == 1.0
+    assert b["children_0_9"] == pytest.approx(0.5)
+    assert b["our_age_band"] == pytest.approx((0.5 + 1 + 1 + 1) / 4)
+
+
+def test_a_face_within_the_margin_is_not_judged_and_not_scored():
+    first = np.array([30, 30, 30, 30])
+    female = np.array([1, 1, 0, 0])
+    p_female = np.array([0.55, 0.9, 0.45, 0.7])  # the first and third not sure; the last wrong
+    b = balanced(p_female, np.full(4, 3), female, first, margin=0.1)
+    assert b["judged"] == pytest.approx(0.5)
+    assert b["right_of_judged"] == pytest.approx(0.5)
+    assert (b["women"], b["men"]) == (1.0, 0.0)
+
+
+def test_the_gender_offset_undoes_a_lean_to_men():
+    from conversion.calibrate import gender_offset, sigmoid
+
+    rng = np.random.default_rng(0)
+    female = rng.integers(0, 2, 4000)
+    # Logits of a model sure in proportion to the truth, then leaning 0.5 to "man"; two views.
+    truth = np.where(female == 1, 2.0, -2.0)
+    logits = truth[:, None] + rng.normal(0, 2.0, (4000, 2)) - 0.5
+    offset = gender_offset(logits, female, np.full(4000, 1 / 4000))
+    assert offset == pytest.approx(0.5, abs=0.15)
+    p = sigmoid(logits + offset).mean(axis=1)
+    right = (p >= 0.5) == (female == 1)
+    assert abs(right[female == 1].mean() - right[female == 0].mean()) < 0.03
