@@ -78,7 +78,7 @@ class VisionConfig:
         flag="--gender-margin",
         metavar="M",
         help="say 'not sure' rather than guess: a face or visitor whose p(female) is within M of 0.5 gets no "
-        "gender and is counted as unknown; 0.1 judges 92 % of FairFace's held-out photos, 93.1 % of them right "
+        "gender and is counted as unknown; 0.1 judges 93 % of FairFace's held-out photos, 93.0 % of them right "
         "(0: every face, 90.2 %; conversion.evaluate, bench.fairface)",
     )
     max_classifications: int = setting(6, ge=1, le=100, help="age/gender estimates at most per tracked person")
