@@ -19,6 +19,7 @@ as fitted on all of it (models/tflite/MODEL_CARD.md).
 from __future__ import annotations
 
 import argparse
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -52,12 +53,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run", type=Path, required=True, help="folder to write the calibrated model.keras into")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     args = parser.parse_args(argv)
+    if not zipfile.is_zipfile(args.init):
+        parser.error(f"{args.init} is not a Keras model file: pass --init RUN/model.keras from conversion.train")
     if not Photos.prepared("fairface", args.cache):
         parser.error("FairFace is not prepared: run python -m conversion.photos fairface first")
 
     import keras
 
-    model = keras.models.load_model(args.init, compile=False)
+    try:
+        model = keras.models.load_model(args.init, compile=False)
+        bias = model.get_layer("gender_logit").bias
+    except (ValueError, KeyError, OSError) as error:
+        parser.error(f"{args.init} is not an age/gender model from conversion.train ({error})")
     photos = Photos.load("fairface", args.cache)
     held_out = photos.split(True)
     crops = aligned_crops(photos, held_out, model.input.shape[1]).astype(np.float32)
@@ -66,7 +73,6 @@ def main(argv: list[str] | None = None) -> None:
     female, first = photos.female[held_out], photos.age_first[held_out]
     offset = gender_offset(logits, female, balanced_weights(first, female))
 
-    bias = model.get_layer("gender_logit").bias
     bias.assign(bias.numpy() + offset)
     args.run.mkdir(parents=True, exist_ok=True)
     model.save(args.run / "model.keras")

@@ -183,19 +183,14 @@ def report(results: dict) -> str:
             if "our_age_band" in first:
                 row(f"[{set_name}] age in our band", [f"{100 * m[set_name]['our_age_band']:.1f} %" for m in models])
             if "balanced" in first:
-                cells = [m[set_name]["balanced"] for m in models]
-                row(
-                    f"[{set_name}] balanced, margin {first['balanced']['margin']}",
-                    [f"{100 * b['judged']:.1f} % judged, {100 * b['right_of_judged']:.1f} %" for b in cells],
+                pairs = (
+                    (f"margin {first['balanced']['margin']}", "judged", "right_of_judged", "{:.1f} % judged, {:.1f} %"),
+                    ("women / men", "women", "men", "{:.1f} / {:.1f} %"),
+                    ("children, band", "children_0_9", "our_age_band", "{:.1f} %, {:.1f} %"),
                 )
-                row(
-                    f"[{set_name}] balanced women / men",
-                    [f"{100 * b['women']:.1f} / {100 * b['men']:.1f} %" for b in cells],
-                )
-                row(
-                    f"[{set_name}] balanced children, band",
-                    [f"{100 * b['children_0_9']:.1f} %, {100 * b['our_age_band']:.1f} %" for b in cells],
-                )
+                for label, one, other, form in pairs:
+                    cells = [m[set_name]["balanced"] for m in models]
+                    row(f"[{set_name}] balanced {label}", [form.format(100 * c[one], 100 * c[other]) for c in cells])
             for margin in first["margins"]:
                 cells = [m[set_name]["margins"][margin] for m in models]
                 row(f"[{set_name}] margin {margin}", [f"{100 * j:.0f} % judged, {100 * r:.1f} %" for j, r in cells])

@@ -45,3 +45,16 @@ def test_the_gender_offset_undoes_a_lean_to_men():
     p = sigmoid(logits + offset).mean(axis=1)
     right = (p >= 0.5) == (female == 1)
     assert abs(right[female == 1].mean() - right[female == 0].mean()) < 0.03
+
+
+@pytest.mark.parametrize("content", [None, b"not a model"])
+def test_calibrate_refuses_a_file_that_is_no_keras_model_in_one_line(tmp_path, capsys, content):
+    from conversion.calibrate import main
+
+    init = tmp_path / "model.keras"
+    if content is not None:
+        init.write_bytes(content)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--init", str(init), "--run", str(tmp_path / "out"), "--cache", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "is not a Keras model file" in capsys.readouterr().err
