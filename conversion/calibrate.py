@@ -8,6 +8,11 @@ fairface-dev's), each photo weighted so that every FairFace age band x gender we
 crop and its mirror as the product judges it; writes OUT/model.keras with the offset folded into
 the gender head's bias, and prints the offset and the balanced figures before and after.
 
+Then the "not sure" margin (`vision.gender_margin`): the smallest at which, on the same photos
+weighted the same way, at least RIGHT_OF_JUDGED of the faces given a gender are right (issue 21's
+bar). It is printed, not written: the default lives in `edge/vision/config.py` and is set from it
+when a model ships, because a margin belongs to the model whose confidence it reads.
+
 Why: a network trained with women and men weighted alike still leans to "man" on photos it has
 not seen, most for older women (run 16 on FairFace val, balanced: women 85.2 %, men 92.0 %; women
 40+ 86.9 %, men 40+ 97.3 %), while on its own training photos it leans far less (its offset there
@@ -33,6 +38,9 @@ from edge.vision.config import VisionConfig
 # Offsets searched, in logit units: wider than any seen (run 16: 0.26), fine enough to be exact
 # for the purpose (a step moves p(female) near 0.5 by at most 0.00125).
 OFFSETS = np.linspace(-2.0, 2.0, 801)
+# Margins searched for the default, in steps the config's help can quote.
+MARGIN_STEPS = np.round(np.arange(0.0, 0.3001, 0.005), 3)
+RIGHT_OF_JUDGED = 0.90
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -45,6 +53,17 @@ def gender_offset(logits: np.ndarray, female: np.ndarray, weights: np.ndarray) -
     p = sigmoid(logits[None] + OFFSETS[:, None, None]).mean(axis=2).clip(1e-6, 1 - 1e-6)
     loss = -(weights * np.where(female == 1, np.log(p), np.log(1 - p))).sum(axis=1)
     return float(OFFSETS[int(np.argmin(loss))])
+
+
+def gender_margin(
+    p_female: np.ndarray, female: np.ndarray, first: np.ndarray, right: float = RIGHT_OF_JUDGED
+) -> float | None:
+    """The smallest margin around p = 0.5 at which at least `right` of the faces judged are right,
+    weighted as `conversion.evaluate.balanced`; None if no margin up to 0.3 gets there."""
+    for margin in MARGIN_STEPS:
+        if balanced(p_female, np.zeros_like(first), female, first, float(margin))["right_of_judged"] >= right:
+            return float(margin)
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,6 +104,17 @@ def main(argv: list[str] | None = None) -> None:
             f"FairFace val, balanced, margin {margin}, {name}: women {100 * b['women']:.1f} %, "
             f"men {100 * b['men']:.1f} %, right of judged {100 * b['right_of_judged']:.1f} % "
             f"({100 * b['judged']:.1f} % judged)"
+        )
+    p = sigmoid(logits + offset).mean(axis=1)
+    suggested = gender_margin(p, female, first)
+    if suggested is None:
+        print(f"no margin up to {MARGIN_STEPS[-1]} gets {100 * RIGHT_OF_JUDGED:.0f} % of judged faces right")
+    else:
+        b = balanced(p, np.zeros_like(first), female, first, suggested)
+        print(
+            f"vision.gender_margin for {100 * RIGHT_OF_JUDGED:.0f} % right of judged: {suggested} "
+            f"({100 * b['judged']:.1f} % judged, {100 * b['right_of_judged']:.1f} % right, "
+            f"women {100 * b['women']:.1f} %, men {100 * b['men']:.1f} %)"
         )
     print(f"wrote {args.run / 'model.keras'}: gender logit offset {offset:+.3f}")
 
