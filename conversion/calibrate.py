@@ -11,7 +11,9 @@ the gender head's bias, and prints the offset and the balanced figures before an
 Then the "not sure" margin (`vision.gender_margin`): the smallest at which, on the same photos
 weighted the same way, at least RIGHT_OF_JUDGED of the faces given a gender are right (issue 21's
 bar). It is printed, not written: the default lives in `edge/vision/config.py` and is set from it
-when a model ships, because a margin belongs to the model whose confidence it reads.
+when a model ships, because a margin belongs to the model whose confidence it reads. This is the
+Keras model's answer; the int8 model's can be a step away (run 18: 0.115 here, 0.12 on the int8
+file, which is what ships: `conversion.evaluate --int8` prints the default's row).
 
 Why: a network trained with women and men weighted alike still leans to "man" on photos it has
 not seen, most for older women (run 16 on FairFace val, balanced: women 85.2 %, men 92.0 %; women

@@ -30,8 +30,9 @@ from edge.vision.classify import AgeGenderModel
 from edge.vision.config import VisionConfig
 
 RESOLUTIONS = (None, 48, 32)
-# `vision.gender_margin` values whose judged share and accuracy are shown on the real photos.
-MARGINS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+# `vision.gender_margin` values whose judged share and accuracy are shown on the real photos,
+# the default among them.
+MARGINS = tuple(sorted({0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, VisionConfig.gender_margin}))
 
 
 def predict(model: AgeGenderModel, crops: np.ndarray, desc: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -193,7 +194,7 @@ def report(results: dict) -> str:
                     row(f"[{set_name}] balanced {label}", [form.format(100 * c[one], 100 * c[other]) for c in cells])
             for margin in first["margins"]:
                 cells = [m[set_name]["margins"][margin] for m in models]
-                row(f"[{set_name}] margin {margin}", [f"{100 * j:.0f} % judged, {100 * r:.1f} %" for j, r in cells])
+                row(f"[{set_name}] margin {margin}", [f"{100 * j:.1f} % judged, {100 * r:.1f} %" for j, r in cells])
     for group in ("by_age_band", "by_race"):
         lines.append(f"{group.replace('_', ' ')}: gender accuracy / age MAE (faces)")
         for key in models[0][group]:

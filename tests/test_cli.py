@@ -95,7 +95,7 @@ def test_video_gives_one_line_per_visitor_then_a_summary(capsys, sample_clip):
     for visitor in visitors:
         assert {"track", "first_seen", "last_seen", "frames", "gender", "p_female", "age", "age_band"} <= set(visitor)
         assert 0 <= visitor["first_seen"] <= visitor["last_seen"]
-        # A gender, unless the visitor's views left it not sure (vision.gender_margin, 0.1).
+        # A gender, unless the visitor's views left it not sure (vision.gender_margin, 0.12).
         assert visitor["gender"] in {"male", "female"} or abs(visitor["p_female"] - 0.5) < 0.1
 
 
