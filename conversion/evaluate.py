@@ -189,8 +189,8 @@ def report(results: dict) -> str:
                     ("women / men", "women", "men", "{:.1f} / {:.1f} %"),
                     ("children, band", "children_0_9", "our_age_band", "{:.1f} %, {:.1f} %"),
                 )
+                cells = [m[set_name]["balanced"] for m in models]
                 for label, one, other, form in pairs:
-                    cells = [m[set_name]["balanced"] for m in models]
                     row(f"[{set_name}] balanced {label}", [form.format(100 * c[one], 100 * c[other]) for c in cells])
             for margin in first["margins"]:
                 cells = [m[set_name]["margins"][margin] for m in models]

@@ -8,6 +8,7 @@ import pytest
 from conftest import FACE_FILES, background, place
 
 from edge.cli.main import main
+from edge.vision.config import VisionConfig
 
 AGE_BANDS = {"0-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60+"}
 
@@ -95,8 +96,8 @@ def test_video_gives_one_line_per_visitor_then_a_summary(capsys, sample_clip):
     for visitor in visitors:
         assert {"track", "first_seen", "last_seen", "frames", "gender", "p_female", "age", "age_band"} <= set(visitor)
         assert 0 <= visitor["first_seen"] <= visitor["last_seen"]
-        # A gender, unless the visitor's views left it not sure (vision.gender_margin, 0.12).
-        assert visitor["gender"] in {"male", "female"} or abs(visitor["p_female"] - 0.5) < 0.1
+        # A gender, unless the visitor's views left it not sure (vision.gender_margin).
+        assert visitor["gender"] in {"male", "female"} or abs(visitor["p_female"] - 0.5) < VisionConfig.gender_margin
 
 
 def test_the_demo_sets_its_counts_beside_a_generated_clips_truth(tmp_path):
