@@ -24,10 +24,13 @@ from tqdm import tqdm
 
 from conversion.corrupt import low_resolution
 from conversion.data import AGE_BANDS, DEFAULT_CACHE, RACES, Prepared, age_band_index
+from conversion.photos import AGE_BANDS as FAIRFACE_BANDS
 from conversion.photos import DEFAULT_DATA, Photos
 from conversion.train import aligned_crops
 from edge.vision.classify import AgeGenderModel
 from edge.vision.config import VisionConfig
+
+FAIRFACE_BAND_STARTS = np.unique([first for first, _ in FAIRFACE_BANDS.values()])
 
 RESOLUTIONS = (None, 48, 32)
 # `vision.gender_margin` values whose judged share and accuracy are shown on the real photos,
@@ -57,9 +60,11 @@ def figures(
 
 
 def balanced_weights(first: np.ndarray, female: np.ndarray) -> np.ndarray:
-    """Per-photo weights, summing to 1, under which every age band (by its first year) x gender
-    weighs alike, as fairface-dev is built (15 women and 15 men per FairFace band)."""
-    _, cell, count = np.unique(first * 2 + female, return_inverse=True, return_counts=True)
+    """Per-photo weights, summing to 1, under which every FairFace age band (an age in years counts
+    in the band holding it) x gender weighs alike, as fairface-dev is built (15 women and 15 men
+    per FairFace band)."""
+    fairface_band = np.searchsorted(FAIRFACE_BAND_STARTS, first, side="right")
+    _, cell, count = np.unique(fairface_band * 2 + female, return_inverse=True, return_counts=True)
     weights = 1.0 / count[cell]
     return weights / weights.sum()
 

@@ -4,6 +4,7 @@ frames real faces, with whatever context the photo has around the face.
 
     python -m conversion.photos lfw [--data DIR] [--cache DIR]
     python -m conversion.photos fairface [--data DIR] [--cache DIR]
+    python -m conversion.photos aaf [--data DIR] [--cache DIR]
 
 - `lfw`: ../shared/datasets/lfw-gender, 6,045 LFW news photos with gender from first names (some
   wrong); no age. A person is held out when sha1(their name)[0] % 5 == 0, so every photo of one
@@ -14,6 +15,12 @@ frames real faces, with whatever context the photo has around the face.
   `labels.csv` (file,gender,age,race), or FairFace's own `fairface_label_train.csv` and
   `fairface_label_val.csv`, and the images under it (train/, val/); `AICCTV_FAIRFACE` or --data. A
   photo that is one of ../shared/datasets/fairface-dev's (the measurement set) is dropped.
+- `aaf`: All-Age-Faces (Cheng et al., Tsinghua Science and Technology 2019; research use, no licence
+  stated), 13,322 web photos of different people, mostly Asian, aged 2-80, with gender and age in
+  years: its `original images/` (portraits with hair and shoulders) and `image sets/` (name gender,
+  0 female) under one folder, `AICCTV_AAF` or --data. A fifth of the people held out, by file name.
+
+Photos of different shapes are padded to squares (their edges repeated) before the face is found.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +46,10 @@ WORK = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = {
     "lfw": Path(os.environ.get("AICCTV_LFW", WORK / "shared/datasets/lfw-gender")),
     "fairface": Path(os.environ.get("AICCTV_FAIRFACE", WORK / "extra-faces/fairface")),
+    "aaf": Path(os.environ.get("AICCTV_AAF", WORK / "extra-faces/aaf")),
 }
 # Where the images lie under the folder (labels.csv names them relative to it).
-IMAGES = {"lfw": "images", "fairface": ""}
+IMAGES = {"lfw": "images", "fairface": "", "aaf": "original images"}
 FAIRFACE_DEV = WORK / "shared/datasets/fairface-dev"
 FAIRFACE_HIDDEN_TEST_IDS = 7688
 # FairFace's age bands as (first, last) year; "more than 70" taken as 70-90.
@@ -114,12 +123,27 @@ def _thumb(image: np.ndarray) -> np.ndarray:
     return v / (np.linalg.norm(v) + 1e-6)
 
 
-def _centre_face(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+def _square(image: np.ndarray, size: int) -> np.ndarray:
+    """The photo padded to a square by repeating its edges, at `size` pixels: every photo of a set
+    is stored at one size, without squeezing a face."""
+    import cv2
+
+    h, w = image.shape[:2]
+    if h != w:
+        top, left = (max(h, w) - h) // 2, (max(h, w) - w) // 2
+        image = cv2.copyMakeBorder(image, top, max(h, w) - h - top, left, max(h, w) - w - left, cv2.BORDER_REPLICATE)
+    if image.shape[0] != size:
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return image
+
+
+def _centre_face(path: Path, size: int) -> tuple[np.ndarray, np.ndarray | None]:
     import cv2
 
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"cannot decode {path}")
+    image = _square(image, size)
     # FairFace's crops are framed around one face, as UTKFace's are: found as UTKFace's are
     # (padded, one pass), several times faster than the pipeline's search.
     if path.parent.name in ("train", "val"):
@@ -139,8 +163,10 @@ def _centre_face(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _rows(name: str, data: Path) -> list[dict[str, str]]:
-    """The folder's labels: labels.csv, or for FairFace its own release's two CSVs."""
+    """The folder's labels: labels.csv, or for FairFace and All-Age-Faces their own releases'."""
     labels = [data / "labels.csv"]
+    if name == "aaf" and not labels[0].is_file():
+        return _aaf_rows(data)
     if name == "fairface" and not labels[0].is_file():
         labels = [data / f"fairface_label_{split}.csv" for split in ("train", "val")]
     missing = [str(path) for path in labels if not path.is_file()]
@@ -164,6 +190,28 @@ def _rows(name: str, data: Path) -> list[dict[str, str]]:
     return rows
 
 
+def _aaf_rows(data: Path) -> list[dict[str, str]]:
+    """All-Age-Faces' `image sets/{train,val}.txt` (`00000A02.jpg 0`: the person's serial, then the
+    age in years after the A; gender 0 female, 1 male). Its own split is not used: a fifth is held
+    out as for the other sets."""
+    lists = [data / "image sets" / f"{split}.txt" for split in ("train", "val")]
+    missing = [str(path) for path in lists if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{missing[0]} not found: pass --data DIR (All-Age-Faces' folder, with image sets/)")
+    rows = []
+    for path in lists:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            fields = line.split()
+            if not fields:
+                continue
+            stem = Path(fields[0]).stem
+            if len(fields) != 2 or fields[1] not in ("0", "1") or not stem.partition("A")[2].isdigit():
+                raise ValueError(f"{path}:{number}: expected `NNNNNAyy.jpg 0|1`, got {line[:80]!r}")
+            female = "Female" if fields[1] == "0" else "Male"
+            rows.append({"file": f"{stem}.jpg", "gender": female, "age": str(int(stem.partition("A")[2]))})
+    return rows
+
+
 def _number(file: str) -> int:
     return int(Path(file).stem)
 
@@ -171,8 +219,18 @@ def _number(file: str) -> int:
 def _held_out(name: str, file: str) -> bool:
     if name == "fairface":
         return file.startswith("val/")
+    if name == "aaf":  # one person per photo
+        return hashlib.sha1(file.encode()).digest()[0] % 5 == 0
     person = Path(file).name.rsplit("_", 1)[0]  # Aaron_Peirsol_0001.jpg -> Aaron_Peirsol
     return hashlib.sha1(person.encode()).digest()[0] % 5 == 0
+
+
+def _years(age: str) -> tuple[int, int]:
+    """An age label as its first and last year: a FairFace band, or years (All-Age-Faces); (-1, -1)
+    when there is none."""
+    if age.isdigit():
+        return int(age), int(age)
+    return AGE_BANDS.get(age, (-1, -1))
 
 
 def _dev_thumbs() -> np.ndarray:
@@ -200,7 +258,7 @@ def prepare(name: str, data: Path, cache: Path, workers: int) -> None:
     first = cv2.imread(str(paths[0]), cv2.IMREAD_COLOR)
     if first is None:
         raise FileNotFoundError(f"cannot read {paths[0]}: is --data the {name} folder?")
-    size = first.shape[0]
+    size = max(first.shape[:2])
     out = cache / name
     out.mkdir(parents=True, exist_ok=True)
     images = np.lib.format.open_memmap(
@@ -211,10 +269,8 @@ def prepare(name: str, data: Path, cache: Path, workers: int) -> None:
     dev = _dev_thumbs() if name == "fairface" else np.zeros((0, 576), np.float32)
     duplicates = np.zeros(len(rows), bool)
     with ProcessPoolExecutor(workers) as pool:
-        results = pool.map(_centre_face, paths, chunksize=32)
+        results = pool.map(partial(_centre_face, size=size), paths, chunksize=32)
         for i, (image, kps) in enumerate(tqdm(results, total=len(rows), desc="find faces", unit="photo")):
-            if image.shape[:2] != (size, size):
-                image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
             images[i] = image
             if kps is not None:
                 keypoints[i], found[i] = kps, True
@@ -223,7 +279,7 @@ def prepare(name: str, data: Path, cache: Path, workers: int) -> None:
     del images
     (out / "images.npy.partial").replace(out / "images.npy")
     files = np.array([row["file"] for row in rows])
-    bands = np.array([AGE_BANDS.get(row.get("age", ""), (-1, -1)) for row in rows], np.int16)
+    bands = np.array([_years(row.get("age", "")) for row in rows], np.int16)
     race = np.array([RACES.index(RACE[row["race"]]) if row.get("race") in RACE else -1 for row in rows], np.int8)
     held_out = np.array([_held_out(name, f) for f in files])
     np.savez(

@@ -22,6 +22,15 @@ def test_every_band_and_gender_weighs_alike_however_many_photos_it_has():
     assert b["our_age_band"] == pytest.approx((0.5 + 1 + 1 + 1) / 4)
 
 
+def test_ages_in_years_weigh_as_the_fairface_band_that_holds_them():
+    """All-Age-Faces gives years, not bands: three women of 21, 25 and 29 are one 20-29 cell."""
+    first = np.array([21, 25, 29, 5])
+    female = np.ones(4, int)
+    p_female = np.array([0.9, 0.9, 0.9, 0.1])
+    b = balanced(p_female, np.array([2, 2, 2, 0]), female, first, margin=0.1)
+    assert b["right_of_judged"] == pytest.approx(0.5)
+
+
 def test_a_face_within_the_margin_is_not_judged_and_not_scored():
     first = np.array([30, 30, 30, 30])
     female = np.array([1, 1, 0, 0])

@@ -2,9 +2,10 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from conversion.photos import _rows
+from conversion.photos import _rows, _square, _years
 
 
 def test_fairface_is_read_from_its_own_release(tmp_path: Path):
@@ -31,3 +32,37 @@ def test_labels_without_a_gender_column_are_refused(tmp_path: Path):
     (tmp_path / "labels.csv").write_text("file,age\ntrain/9000.jpg,20-29\n")
     with pytest.raises(ValueError, match="no gender column"):
         _rows("fairface", tmp_path)
+
+
+def test_all_age_faces_is_read_from_its_image_sets(tmp_path: Path):
+    """All-Age-Faces' own lists: the age in years is in the file name, gender 0 is female."""
+    (tmp_path / "image sets").mkdir()
+    (tmp_path / "image sets" / "train.txt").write_text("00000A02.jpg 0\n07381A65.jpg 1\n")
+    (tmp_path / "image sets" / "val.txt").write_text("00004A31.jpg 0\n\n")
+    rows = _rows("aaf", tmp_path)
+    assert [(r["file"], r["age"], r["gender"]) for r in rows] == [
+        ("00000A02.jpg", "2", "Female"),
+        ("07381A65.jpg", "65", "Male"),
+        ("00004A31.jpg", "31", "Female"),
+    ]
+    assert [_years(r["age"]) for r in rows] == [(2, 2), (65, 65), (31, 31)]
+    assert _years("more than 70") == (70, 90) and _years("") == (-1, -1)
+
+
+def test_a_malformed_all_age_faces_line_is_named(tmp_path: Path):
+    (tmp_path / "image sets").mkdir()
+    (tmp_path / "image sets" / "train.txt").write_text("00000A02.jpg 0\n00001.jpg female\n")
+    (tmp_path / "image sets" / "val.txt").write_text("")
+    with pytest.raises(ValueError, match=r"train.txt:2: expected"):
+        _rows("aaf", tmp_path)
+
+
+def test_photos_of_other_shapes_are_padded_to_squares_not_squeezed():
+    """A portrait's face keeps its proportions: the sides are filled with the edge pixels."""
+    portrait = np.zeros((340, 300, 3), np.uint8)
+    portrait[:, 0] = 50
+    portrait[:, 150] = 255
+    square = _square(portrait, 340)
+    assert square.shape == (340, 340, 3)
+    assert (square[:, :21] == 50).all() and (square[:, 170] == 255).all()
+    assert _square(square, 170).shape == (170, 170, 3)
