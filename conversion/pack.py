@@ -23,10 +23,10 @@ import numpy as np
 from tqdm import tqdm
 
 from conversion.data import DEFAULT_CACHE, Prepared
-from conversion.photos import Photos
+from conversion.photos import DEFAULT_DATA, REAL_PHOTOS, Photos
 from edge.vision.align import align_face, face_transform
 
-SETS = ("utkface", "lfw", "fairface")
+SETS = ("utkface", *DEFAULT_DATA)
 
 
 def _load(name: str, cache: Path) -> Prepared | Photos:
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     pack = verbs.add_parser("pack", help="write DIR/<set>.npz from the prepared caches")
     pack.add_argument("--out", type=Path, required=True)
     pack.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    pack.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
+    pack.add_argument("--sets", nargs="+", choices=SETS, default=["utkface", *REAL_PHOTOS])
     pack.add_argument("--face", type=int, default=64, help="pixels across UTKFace's framing of the face")
     pack.add_argument("--context", type=float, default=1.6, help="the frame, in UTKFace framings")
     pack.add_argument("--quality", type=int, default=80, help="WebP quality, 1..100")

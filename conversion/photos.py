@@ -48,6 +48,9 @@ DEFAULT_DATA = {
     "fairface": Path(os.environ.get("AICCTV_FAIRFACE", WORK / "extra-faces/fairface")),
     "aaf": Path(os.environ.get("AICCTV_AAF", WORK / "extra-faces/aaf")),
 }
+# The sets the shipped recipe's fine-tune adds to UTKFace (conversion.pipeline; All-Age-Faces was
+# tried in run 22, model card).
+REAL_PHOTOS = ("lfw", "fairface")
 # Where the images lie under the folder (labels.csv names them relative to it).
 IMAGES = {"lfw": "images", "fairface": "", "aaf": "original images"}
 FAIRFACE_DEV = WORK / "shared/datasets/fairface-dev"

@@ -31,10 +31,8 @@ from pathlib import Path
 
 from conversion import calibrate, convert, evaluate, photos, prepare, train
 from conversion.data import DEFAULT_CACHE, DEFAULT_DATA
+from conversion.photos import REAL_PHOTOS
 from edge.vision.model_files import AGE_GENDER_MODEL, models_dir
-
-# The real photo sets the fine-tune adds to UTKFace (conversion/photos.py).
-REAL_PHOTOS = ("lfw", "fairface")
 
 
 def main(argv: list[str] | None = None) -> None:

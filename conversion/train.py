@@ -275,8 +275,8 @@ def main(argv: list[str] | None = None) -> None:
         nargs="+",
         default=[],
         metavar="NAME",
-        help="also train on these real photo sets (lfw: gender; fairface: gender, age band, race), framed as the "
-        "runtime frames real faces (python -m conversion.photos NAME first)",
+        help="also train on these real photo sets (lfw: gender; fairface: gender, age band, race; aaf: gender, "
+        "age), framed as the runtime frames real faces (python -m conversion.photos NAME first)",
     )
     parser.add_argument(
         "--photo-ages",
