@@ -12,8 +12,9 @@ Then the "not sure" margin (`vision.gender_margin`): the smallest at which, on t
 weighted the same way, at least RIGHT_OF_JUDGED of the faces given a gender are right (issue 21's
 bar). It is printed, not written: the default lives in `edge/vision/config.py` and is set from it
 when a model ships, because a margin belongs to the model whose confidence it reads. This is the
-Keras model's answer; the int8 model's can be a step away (run 18: 0.115 here, 0.12 on the int8
-file, which is what ships: `conversion.evaluate --int8` prints the default's row).
+Keras model's answer; the int8 model's can be a few steps away (run 18: 0.115 here, 0.12 on the
+int8 file; runs 18+22: 0.11 and 0.095), and the int8 file is what ships: `conversion.evaluate
+--int8` prints its own answer, which is the one to set.
 
 Why: a network trained with women and men weighted alike still leans to "man" on photos it has
 not seen, most for older women (run 16 on FairFace val, balanced: women 85.2 %, men 92.0 %; women
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from conversion.data import DEFAULT_CACHE
-from conversion.evaluate import balanced, balanced_weights
+from conversion.evaluate import MARGIN_STEPS, RIGHT_OF_JUDGED, balanced, balanced_weights, gender_margin
 from conversion.photos import Photos
 from conversion.train import aligned_crops
 from edge.vision.config import VisionConfig
@@ -40,9 +41,6 @@ from edge.vision.config import VisionConfig
 # Offsets searched, in logit units: wider than any seen (run 16: 0.26), fine enough to be exact
 # for the purpose (a step moves p(female) near 0.5 by at most 0.00125).
 OFFSETS = np.linspace(-2.0, 2.0, 801)
-# Margins searched for the default, in steps the config's help can quote.
-MARGIN_STEPS = np.round(np.arange(0.0, 0.3001, 0.005), 3)
-RIGHT_OF_JUDGED = 0.90
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -55,17 +53,6 @@ def gender_offset(logits: np.ndarray, female: np.ndarray, weights: np.ndarray) -
     p = sigmoid(logits[None] + OFFSETS[:, None, None]).mean(axis=2).clip(1e-6, 1 - 1e-6)
     loss = -(weights * np.where(female == 1, np.log(p), np.log(1 - p))).sum(axis=1)
     return float(OFFSETS[int(np.argmin(loss))])
-
-
-def gender_margin(
-    p_female: np.ndarray, female: np.ndarray, first: np.ndarray, right: float = RIGHT_OF_JUDGED
-) -> float | None:
-    """The smallest margin around p = 0.5 at which at least `right` of the faces judged are right,
-    weighted as `conversion.evaluate.balanced`; None if no margin up to 0.3 gets there."""
-    for margin in MARGIN_STEPS:
-        if balanced(p_female, np.zeros_like(first), female, first, float(margin))["right_of_judged"] >= right:
-            return float(margin)
-    return None
 
 
 def main(argv: list[str] | None = None) -> None:

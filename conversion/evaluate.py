@@ -36,6 +36,9 @@ RESOLUTIONS = (None, 48, 32)
 # `vision.gender_margin` values whose judged share and accuracy are shown on the real photos,
 # the default among them.
 MARGINS = tuple(sorted({0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, VisionConfig.gender_margin}))
+# Margins searched for the default, in steps the config's help can quote.
+MARGIN_STEPS = np.round(np.arange(0.0, 0.3001, 0.005), 3)
+RIGHT_OF_JUDGED = 0.90
 
 
 def predict(model: AgeGenderModel, crops: np.ndarray, desc: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -89,6 +92,18 @@ def balanced(p_female: np.ndarray, band: np.ndarray, true_female: np.ndarray, fi
         "children_0_9": share(right, judged & (first < 10)),
         "our_age_band": share(band == age_band_index(first), np.ones_like(judged)),
     }
+
+
+def gender_margin(
+    p_female: np.ndarray, female: np.ndarray, first: np.ndarray, right: float = RIGHT_OF_JUDGED
+) -> float | None:
+    """The smallest margin around p = 0.5 at which at least `right` of the faces judged are right,
+    weighted as `balanced`; None if no margin up to 0.3 gets there. The rule that sets
+    `vision.gender_margin`'s default from FairFace's val photos (issue 21's bar)."""
+    for margin in MARGIN_STEPS:
+        if balanced(p_female, np.zeros_like(first), female, first, float(margin))["right_of_judged"] >= right:
+            return float(margin)
+    return None
 
 
 def latency_ms(model: AgeGenderModel, crop: np.ndarray, repeats: int = 300) -> float:
@@ -147,6 +162,8 @@ def evaluate(models: dict[str, Path], flip: bool, cache: Path = DEFAULT_CACHE) -
             if (first >= 0).all():
                 out[set_name]["our_age_band"] = float((band == age_band_index(first)).mean())
                 out[set_name]["balanced"] = balanced(p_female, band, truth, first, VisionConfig.gender_margin)
+                rule = gender_margin(p_female, truth, first)
+                out[set_name]["rule"] = None if rule is None else balanced(p_female, band, truth, first, rule)
             # What `vision.gender_margin` would give here: the share judged, and right of those.
             sure = np.abs(p_female - 0.5)[None] >= np.array(MARGINS)[:, None]
             out[set_name]["margins"] = {
@@ -197,6 +214,15 @@ def report(results: dict) -> str:
                 cells = [m[set_name]["balanced"] for m in models]
                 for label, one, other, form in pairs:
                     row(f"[{set_name}] balanced {label}", [form.format(100 * c[one], 100 * c[other]) for c in cells])
+                row(
+                    f"[{set_name}] {100 * RIGHT_OF_JUDGED:.0f} % rule's margin",
+                    [
+                        "none up to 0.3"
+                        if (c := m[set_name]["rule"]) is None
+                        else f"{c['margin']:.3f}: {100 * c['judged']:.1f} %, {100 * c['right_of_judged']:.1f} %"
+                        for m in models
+                    ],
+                )
             for margin in first["margins"]:
                 cells = [m[set_name]["margins"][margin] for m in models]
                 row(f"[{set_name}] margin {margin}", [f"{100 * j:.1f} % judged, {100 * r:.1f} %" for j, r in cells])

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conversion.evaluate import balanced
+from conversion.evaluate import balanced, gender_margin
 
 
 def test_every_band_and_gender_weighs_alike_however_many_photos_it_has():
@@ -57,8 +57,6 @@ def test_the_gender_offset_undoes_a_lean_to_men():
 
 
 def test_the_margin_is_the_smallest_that_gets_nine_in_ten_judged_faces_right():
-    from conversion.calibrate import gender_margin
-
     # Four women and five men, one of each wrong and doubtful: the woman 0.063 from 0.5, the man 0.077.
     female = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0])
     p_female = np.array([0.9, 0.8, 0.7, 0.437, 0.1, 0.2, 0.3, 0.577, 0.35])
