@@ -9,7 +9,8 @@ The labelled person is the face nearest the photo's centre. A photo whose face i
 is found but not judged ("not sure", see `vision.gender_margin`), counts against "judged" and
 never as right: "right of all" is over every photo, "right of judged" over the judged ones.
 Age is scored in the FairFace band (0-2, 3-9, …, 70+: the band of the mean age) and in ours (0-9,
-…, 60+: the likeliest band, as the product reports it).
+…, 60+: the likeliest band, as the product reports it), the latter also per true band with the
+bands its misses were placed in.
 
 Measure with it; never train on these photos or pick a model by many trials on them (one photo is
 0.4 points).
@@ -20,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.vision.config import VisionConfig
-from edge.wire.contract import judged_gender
+from edge.wire.contract import AGE_BANDS, judged_gender
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "fairface-dev"
 FAIRFACE_BANDS = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+")
@@ -139,6 +140,14 @@ def figures(predictions: list[Prediction], margin: float) -> dict[str, tuple[int
     return out
 
 
+def age_confusion(predictions: list[Prediction]) -> dict[str, Counter]:
+    """For each of our bands, the bands its photos were reported in ("none": no face judged)."""
+    confusion: dict[str, Counter] = {band: Counter() for band in AGE_BANDS}
+    for p in predictions:
+        confusion[OURS.get(p.band, p.band)][p.age_band or "none"] += 1
+    return confusion
+
+
 def report(predictions: list[Prediction], margin: float) -> str:
     f = figures(predictions, margin)
     women, men = f["female: right of judged"], f["male: right of judged"]
@@ -150,6 +159,10 @@ def report(predictions: list[Prediction], margin: float) -> str:
         else:
             lines.append(f"  {name:<40} {_pct(value)}")
     lines.append(f"  {'men minus women (right of judged)':<40} {gap:+5.1f} points")
+    lines.append("  age in our band, per true band: right, and where the others were placed")
+    for band, placed in age_confusion(predictions).items():
+        others = ", ".join(f"{b} {n}" for b, n in placed.most_common() if b != band)
+        lines.append(f"    {band:<6} {_pct((placed[band], placed.total())):<17} {others}")
     return "\n".join(lines)
 
 

@@ -35,3 +35,18 @@ def test_a_file_not_written_by_dump_is_refused_in_one_line(tmp_path: Path, capsy
         main(["--load", str(path)])
     assert exit.value.code == 2
     assert "pass a file written by --dump" in capsys.readouterr().err
+
+
+def test_each_band_says_where_its_misses_were_placed(tmp_path: Path, capsys):
+    rows = [
+        {"file": "1.jpg", "band": "30-39", "female": True, "p_female": 0.9, "age": 27.0, "age_band": "20-29"},
+        {"file": "2.jpg", "band": "30-39", "female": True, "p_female": 0.9, "age": 35.0, "age_band": "30-39"},
+        {"file": "3.jpg", "band": "70+", "female": False, "p_female": None, "age": None, "age_band": None},
+    ]
+    main(["--load", str(dump(tmp_path / "p.jsonl", rows))])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split() for line in lines if line.startswith("    30-39")] == [
+        ["30-39", "50.0", "%", "(1/2)", "20-29", "1"]
+    ]
+    assert [line.split() for line in lines if line.startswith("    60+")] == [["60+", "0.0", "%", "(0/1)", "none", "1"]]
+    assert [line.split() for line in lines if line.startswith("    0-9")] == [["0-9", "-"]]
