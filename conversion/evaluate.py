@@ -7,8 +7,8 @@ Prints gender accuracy, age MAE and age-band accuracy; accuracy by age band and 
 same at reduced face resolution (32 and 48 px faces upsampled, as CCTV sees them); on the
 held-out part of each real photo set that `python -m conversion.photos NAME` has prepared (LFW's
 held-out people, FairFace's val photos), gender of women and men and, with ages, the share in our
-age band, and the same weighted as fairface-dev is built (`balanced`); and per-face latency on one
-thread. Models run through the product's own
+age band, and the same weighted as fairface-dev is built (`balanced`), and both by how far the
+face is turned aside (`head_turn`); and per-face latency on one thread. Models run through the product's own
 `edge.classify.AgeGenderModel`.
 """
 
@@ -26,7 +26,7 @@ from conversion.corrupt import low_resolution
 from conversion.data import AGE_BANDS, DEFAULT_CACHE, RACES, Prepared, age_band_index
 from conversion.photos import AGE_BANDS as FAIRFACE_BANDS
 from conversion.photos import DEFAULT_DATA, Photos
-from conversion.train import aligned_crops
+from conversion.train import aligned_crops, head_turn
 from edge.vision.classify import AgeGenderModel
 from edge.vision.config import VisionConfig
 
@@ -39,6 +39,9 @@ MARGINS = tuple(sorted({0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, VisionConfig.gende
 # Margins searched for the default, in steps the config's help can quote.
 MARGIN_STEPS = np.round(np.arange(0.0, 0.3001, 0.005), 3)
 RIGHT_OF_JUDGED = 0.90
+# Real photos are also scored by how far the face is turned (`head_turn`, in eye distances):
+# frontal, then each step further aside.
+TURN_EDGES = (0.1, 0.2, 0.3)
 
 
 def predict(model: AgeGenderModel, crops: np.ndarray, desc: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -92,6 +95,24 @@ def balanced(p_female: np.ndarray, band: np.ndarray, true_female: np.ndarray, fi
         "children_0_9": share(right, judged & (first < 10)),
         "our_age_band": share(band == age_band_index(first), np.ones_like(judged)),
     }
+
+
+def turn_label(i: int) -> str:
+    edges = ("0", *(f"{e:g}" for e in TURN_EDGES), "")
+    return f"head turn {edges[i]}-{edges[i + 1]}" if edges[i + 1] else f"head turn {edges[i]}+"
+
+
+def by_turn(right: np.ndarray, band_right: np.ndarray | None, turn: np.ndarray) -> dict:
+    """Gender (and age band) accuracy of faces grouped by `head_turn`: where real photos fail."""
+    group = np.searchsorted(TURN_EDGES, turn, side="right")
+    out = {}
+    for i in range(len(TURN_EDGES) + 1):
+        mine = group == i
+        cell: dict = {"faces": int(mine.sum()), "gender_accuracy": float(right[mine].mean()) if mine.any() else None}
+        if band_right is not None:
+            cell["our_age_band"] = float(band_right[mine].mean()) if mine.any() else None
+        out[turn_label(i)] = cell
+    return out
 
 
 def gender_margin(
@@ -159,8 +180,10 @@ def evaluate(models: dict[str, Path], flip: bool, cache: Path = DEFAULT_CACHE) -
                 "faces": len(right),
             }
             first = photos.age_first[held_out]
-            if (first >= 0).all():
-                out[set_name]["our_age_band"] = float((band == age_band_index(first)).mean())
+            band_right = (band == age_band_index(first)) if (first >= 0).all() else None
+            out[set_name]["by_turn"] = by_turn(right, band_right, head_turn(photos.keypoints[held_out]))
+            if band_right is not None:
+                out[set_name]["our_age_band"] = float(band_right.mean())
                 out[set_name]["balanced"] = balanced(p_female, band, truth, first, VisionConfig.gender_margin)
                 rule = gender_margin(p_female, truth, first)
                 out[set_name]["rule"] = None if rule is None else balanced(p_female, band, truth, first, rule)
@@ -220,6 +243,20 @@ def report(results: dict) -> str:
                         "none up to 0.3"
                         if (c := m[set_name]["rule"]) is None
                         else f"{c['margin']:.3f}: {100 * c['judged']:.1f} %, {100 * c['right_of_judged']:.1f} %"
+                        for m in models
+                    ],
+                )
+            has_band = "our_age_band" in first
+            row(f"[{set_name}] by head turn", ["gender / our band" if has_band else "gender"] * len(models))
+            for turn, cell in first["by_turn"].items():
+                row(
+                    f"[{set_name}] {turn} ({cell['faces']})",
+                    [
+                        " / ".join(
+                            "-" if (c := m[set_name]["by_turn"][turn].get(k)) is None else f"{100 * c:.1f} %"
+                            for k in ("gender_accuracy", "our_age_band")
+                            if k in cell
+                        )
                         for m in models
                     ],
                 )

@@ -27,7 +27,11 @@ from conversion.data import AGE_BANDS, DEFAULT_CACHE, RACES, Prepared, age_band_
 from conversion.photos import Photos
 from edge.vision.align import align_face, context_of
 from edge.vision.classify import BAND_STARTS
+from edge.vision.detections import LEFT_EYE, NOSE_TIP, RIGHT_EYE
 from edge.wire.contract import MAX_AGE
+
+# `--turned-weight` applies from this `head_turn` on: about the most turned third of real photos.
+TURNED_AT = 0.2
 
 
 def age_distribution(age: np.ndarray) -> np.ndarray:
@@ -65,6 +69,17 @@ def gender_balance(female: np.ndarray, cells: np.ndarray) -> np.ndarray:
             if mine.any():
                 weights[mine] = min(members.sum() / (2 * mine.sum()), 4.0)
     return weights / weights.mean()
+
+
+def head_turn(keypoints: np.ndarray) -> np.ndarray:
+    """How far each face (keypoints (N, 6, 2)) is turned aside: the nose tip's offset from the
+    point between the eyes, in eye distances. 0 is frontal; on FairFace's val photos the most
+    turned fifth is over 0.28, and run 18 gets their gender right 85.9 % of the time against
+    94.0 % for the most frontal fifth."""
+    eyes = keypoints[:, [RIGHT_EYE, LEFT_EYE]].astype(np.float64)
+    between = eyes.mean(axis=1)
+    distance = np.maximum(np.linalg.norm(eyes[:, 1] - eyes[:, 0], axis=1), 1e-6)
+    return np.abs(keypoints[:, NOSE_TIP, 0] - between[:, 0]) / distance
 
 
 def band_balance(sets: np.ndarray, bands: np.ndarray) -> np.ndarray:
@@ -132,13 +147,17 @@ class Pool:
         race = np.maximum(race, 0)
         sample_weight = None
         # No weights at all unless asked: the runs recorded before these options then repeat bit for bit.
-        if args.photos or args.balance or args.child_weight != 1.0 or args.balance_bands:
+        if args.photos or args.balance or args.child_weight != 1.0 or args.balance_bands or args.turned_weight != 1.0:
             bands = np.where(first >= 0, age_band_index(age), -1)
             cells = (source * len(AGE_BANDS) + np.maximum(bands, 0)) * len(RACES) + race
             gender = gender_balance(female.astype(np.int8), cells) if args.balance else np.ones(len(rows), np.float32)
             gender *= np.where((first >= 0) & (age < 10), args.child_weight, 1.0).astype(np.float32)
             if args.balance_bands:
                 gender *= band_balance(source, bands)
+                gender /= gender.mean()
+            if args.turned_weight != 1.0:
+                turn = np.concatenate([head_turn(kps[rows[source == k]]) for k, kps in enumerate(keypoints)])
+                gender *= np.where(turn >= TURNED_AT, args.turned_weight, 1.0).astype(np.float32)
                 gender /= gender.mean()
             has_age = (first >= 0) & ((source == 0) | args.photo_ages)
             sample_weight = {"gender": gender, "age": has_age.astype(np.float32), "race": known_race.astype(np.float32)}
@@ -301,6 +320,13 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="weight gender's loss so every age band of each set weighs alike (children, teenagers and "
         "the old count as much as 20-39 year olds)",
+    )
+    parser.add_argument(
+        "--turned-weight",
+        type=float,
+        default=1.0,
+        help=f"weight of gender's loss for faces turned aside (head_turn >= {TURNED_AT}: the nose a fifth of the eye "
+        "distance or more off centre), where gender on real photos fails most",
     )
     args = parser.parse_args(argv)
 

@@ -1,4 +1,5 @@
-"""conversion.evaluate's figures weighted as fairface-dev is built: each age band x gender alike."""
+"""conversion.evaluate's figures weighted as fairface-dev is built (each age band x gender alike), and
+by how far the face is turned."""
 
 import numpy as np
 import pytest
@@ -79,3 +80,17 @@ def test_calibrate_refuses_a_file_that_is_no_keras_model_in_one_line(tmp_path, c
         main(["--init", str(init), "--run", str(tmp_path / "out"), "--cache", str(tmp_path)])
     assert exit_.value.code == 2
     assert "is not a Keras model file" in capsys.readouterr().err
+
+
+def test_real_photos_are_scored_by_how_far_the_face_is_turned():
+    from conversion.evaluate import by_turn
+
+    right = np.array([True, True, False, True, False])
+    turn = np.array([0.0, 0.05, 0.15, 0.25, 0.6])
+    cells = by_turn(right, None, turn)
+    assert list(cells) == ["head turn 0-0.1", "head turn 0.1-0.2", "head turn 0.2-0.3", "head turn 0.3+"]
+    assert [c["faces"] for c in cells.values()] == [2, 1, 1, 1]
+    assert [c["gender_accuracy"] for c in cells.values()] == [1.0, 0.0, 1.0, 0.0]
+    assert "our_age_band" not in cells["head turn 0-0.1"]
+    empty = by_turn(right[:2], right[:2], turn[:2])["head turn 0.3+"]
+    assert empty == {"faces": 0, "gender_accuracy": None, "our_age_band": None}

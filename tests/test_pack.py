@@ -76,7 +76,7 @@ def test_pack_refuses_a_missing_cache(tmp_path: Path, capsys):
 def test_batches_are_the_same_however_many_workers_make_them(caches: Path):
     args = argparse.Namespace(
         cache=caches, photos=["lfw"], balance=True, child_weight=2.0, photo_ages=True, batch=2, seed=3, size=64,
-        robust=1.0, epochs=2, balance_bands=True,
+        robust=1.0, epochs=2, balance_bands=True, turned_weight=1.0,
     )  # fmt: skip
     pool = Pool.assemble(args, quiet=True)
     alone = list(Batches(pool, args, workers=1))
@@ -115,3 +115,31 @@ def test_band_balance_weighs_every_band_of_a_set_alike():
     assert np.allclose(w[6:], [1.0, 1.0, 1.0])
     many = np.r_[np.zeros(100, int), [1]]
     assert band_balance(np.zeros(101, int), many)[-1] == 4.0
+
+
+def test_faces_turned_aside_weigh_more_in_gender_loss(caches: Path):
+    from conversion.train import TURNED_AT, head_turn
+
+    meta = dict(np.load(caches / "lfw" / "meta.npz"))
+    keypoints = meta["keypoints"].copy()
+    eyes = keypoints[0, :2]
+    # The nose moved a quarter of the eye distance aside: a face turned about 15 degrees.
+    keypoints[0, 2, 0] += 0.25 * np.linalg.norm(eyes[1] - eyes[0])
+    np.savez(caches / "lfw" / "meta.npz", **{**meta, "keypoints": keypoints})
+    turn = head_turn(keypoints)
+    assert turn[0] == pytest.approx(0.25, abs=0.02) and (turn[1:] < TURNED_AT).all()
+
+    def gender_weights(turned_weight: float) -> np.ndarray:
+        args = argparse.Namespace(
+            cache=caches, photos=["lfw"], balance=False, child_weight=1.0, photo_ages=True, balance_bands=False,
+            turned_weight=turned_weight,
+        )  # fmt: skip
+        pool = Pool.assemble(args, quiet=True)
+        assert pool.sample_weight is not None
+        return pool.sample_weight["gender"][(pool.source == 1) & (pool.rows == 0)], pool.sample_weight["gender"]
+
+    turned, weights = gender_weights(3.0)
+    low, high = np.unique(weights)
+    assert turned[0] == high == pytest.approx(3 * low)
+    assert weights.mean() == pytest.approx(1.0)
+    assert (gender_weights(1.0)[1] == 1).all()
