@@ -8,7 +8,8 @@ same at reduced face resolution (32 and 48 px faces upsampled, as CCTV sees them
 held-out part of each real photo set that `python -m conversion.photos NAME` has prepared (LFW's
 held-out people, FairFace's val photos), gender of women and men and, with ages, the share in our
 age band, and the same weighted as fairface-dev is built (`balanced`), and both by how far the
-face is turned aside (`head_turn`); and per-face latency on one thread. Models run through the product's own
+face is turned aside (`head_turn`) and by race group where the set has one; and per-face latency on
+one thread. Models run through the product's own
 `edge.classify.AgeGenderModel`.
 """
 
@@ -102,17 +103,22 @@ def turn_label(i: int) -> str:
     return f"head turn {edges[i]}-{edges[i + 1]}" if edges[i + 1] else f"head turn {edges[i]}+"
 
 
-def by_turn(right: np.ndarray, band_right: np.ndarray | None, turn: np.ndarray) -> dict:
-    """Gender (and age band) accuracy of faces grouped by `head_turn`: where real photos fail."""
-    group = np.searchsorted(TURN_EDGES, turn, side="right")
+def by_group(right: np.ndarray, band_right: np.ndarray | None, group: np.ndarray, labels: list[str]) -> dict:
+    """Gender (and age band) accuracy of the faces in each group (`group` indexes `labels`)."""
     out = {}
-    for i in range(len(TURN_EDGES) + 1):
+    for i, label in enumerate(labels):
         mine = group == i
         cell: dict = {"faces": int(mine.sum()), "gender_accuracy": float(right[mine].mean()) if mine.any() else None}
         if band_right is not None:
             cell["our_age_band"] = float(band_right[mine].mean()) if mine.any() else None
-        out[turn_label(i)] = cell
+        out[label] = cell
     return out
+
+
+def by_turn(right: np.ndarray, band_right: np.ndarray | None, turn: np.ndarray) -> dict:
+    """Faces grouped by `head_turn`: where real photos fail."""
+    group = np.searchsorted(TURN_EDGES, turn, side="right")
+    return by_group(right, band_right, group, [turn_label(i) for i in range(len(TURN_EDGES) + 1)])
 
 
 def gender_margin(
@@ -182,6 +188,9 @@ def evaluate(models: dict[str, Path], flip: bool, cache: Path = DEFAULT_CACHE) -
             first = photos.age_first[held_out]
             band_right = (band == age_band_index(first)) if (first >= 0).all() else None
             out[set_name]["by_turn"] = by_turn(right, band_right, head_turn(photos.keypoints[held_out]))
+            race = photos.race[held_out]
+            if (race >= 0).all():
+                out[set_name]["by_race"] = by_group(right, band_right, race, list(RACES))
             if band_right is not None:
                 out[set_name]["our_age_band"] = float(band_right.mean())
                 out[set_name]["balanced"] = balanced(p_female, band, truth, first, VisionConfig.gender_margin)
@@ -247,19 +256,23 @@ def report(results: dict) -> str:
                     ],
                 )
             has_band = "our_age_band" in first
-            row(f"[{set_name}] by head turn", ["gender / our band" if has_band else "gender"] * len(models))
-            for turn, cell in first["by_turn"].items():
-                row(
-                    f"[{set_name}] {turn} ({cell['faces']})",
-                    [
-                        " / ".join(
-                            "-" if (c := m[set_name]["by_turn"][turn].get(k)) is None else f"{100 * c:.1f} %"
-                            for k in ("gender_accuracy", "our_age_band")
-                            if k in cell
-                        )
-                        for m in models
-                    ],
-                )
+            for group in ("by_turn", "by_race"):
+                if group not in first:
+                    continue
+                heading = "gender / our band" if has_band else "gender"
+                row(f"[{set_name}] {group.replace('_', ' ')}", [heading] * len(models))
+                for key, cell in first[group].items():
+                    row(
+                        f"[{set_name}]   {key} ({cell['faces']})",
+                        [
+                            " / ".join(
+                                "-" if (c := m[set_name][group][key].get(k)) is None else f"{100 * c:.1f} %"
+                                for k in ("gender_accuracy", "our_age_band")
+                                if k in cell
+                            )
+                            for m in models
+                        ],
+                    )
             for margin in first["margins"]:
                 cells = [m[set_name]["margins"][margin] for m in models]
                 row(f"[{set_name}] margin {margin}", [f"{100 * j:.1f} % judged, {100 * r:.1f} %" for j, r in cells])
