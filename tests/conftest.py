@@ -81,3 +81,46 @@ def postgres_url():
     url = postgres_database()
     yield url
     drop_database(url)
+
+
+CACHE_SIZE = 200
+
+
+def write_caches(cache: Path, fairface: bool = False) -> None:
+    """Training caches (`conversion.prepare`, `conversion.photos`) of the fixture faces, the last
+    face of each held out: UTKFace-like and LFW-like (no age or race), and with `fairface` a
+    FairFace-like set whose ages are the faces' decades and whose races are all "white"."""
+    from edge.vision.align import template_keypoints
+
+    images = np.stack([cv2.resize(cv2.imread(str(f)), (CACHE_SIZE, CACHE_SIZE)) for f in FACE_FILES])
+    n = len(images)
+    keypoints = np.repeat(template_keypoints(CACHE_SIZE, CACHE_SIZE)[None], n, axis=0)
+    ages = np.array([age for age, _ in FACE_LABELS[:n]], np.int16)
+    female = np.array([f for _, f in FACE_LABELS[:n]], np.int8)
+    held_out = np.arange(n) == n - 1
+    sets = {
+        "utkface": {
+            "age": ages,
+            "race": np.zeros(n, np.int8),
+            "keypoint_source": np.full(n, 2, np.int8),
+            "validation": held_out,
+        },
+        "lfw": {
+            "age_first": np.full(n, -1, np.int16),
+            "age_last": np.full(n, -1, np.int16),
+            "race": np.full(n, -1, np.int8),
+            "validation": held_out.astype(np.int8),
+        },
+    }
+    if fairface:
+        sets["fairface"] = {
+            "age_first": ages // 10 * 10,
+            "age_last": ages // 10 * 10 + 9,
+            "race": np.zeros(n, np.int8),
+            "validation": np.ones(n, np.int8),
+        }
+    for name, meta in sets.items():
+        (cache / name).mkdir(parents=True)
+        np.save(cache / name / "images.npy", images)
+        files = np.array([f.name for f in FACE_FILES])
+        np.savez(cache / name / "meta.npz", files=files, female=female, keypoints=keypoints, **meta)

@@ -94,3 +94,23 @@ def test_real_photos_are_scored_by_how_far_the_face_is_turned():
     assert "our_age_band" not in cells["head turn 0-0.1"]
     empty = by_turn(right[:2], right[:2], turn[:2])["head turn 0.3+"]
     assert empty == {"faces": 0, "gender_accuracy": None, "our_age_band": None}
+
+
+def test_the_report_scores_real_photos_by_head_turn_and_race(tmp_path):
+    """The shipped model through `evaluate` and `report` on caches of the fixture faces."""
+    from conftest import FACE_FILES, write_caches
+
+    from conversion.evaluate import evaluate, report
+    from edge.vision.model_files import AGE_GENDER_MODEL, model_path
+
+    write_caches(tmp_path, fairface=True)
+    results = evaluate({"int8": model_path(AGE_GENDER_MODEL)}, flip=False, cache=tmp_path)
+    fairface = results["models"]["int8"]["fairface"]
+    # The fixture faces are framed as UTKFace's: frontal, every one in the first group.
+    assert fairface["by_turn"]["head turn 0-0.1"]["faces"] == len(FACE_FILES)
+    assert fairface["by_race"]["white"]["faces"] == len(FACE_FILES)
+    assert "by_race" not in results["models"]["int8"]["lfw"]
+    text = report(results)
+    assert "[fairface] by turn" in text and "[fairface] by race" in text and "[lfw] by turn" in text
+    assert f"[fairface]   head turn 0-0.1 ({len(FACE_FILES)})" in text
+    assert "[fairface]   head turn 0.3+ (0)" in text

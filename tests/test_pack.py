@@ -4,51 +4,20 @@
 import argparse
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
-from conftest import FACE_FILES, FACE_LABELS
+from conftest import FACE_FILES, write_caches
 
 from conversion.data import Prepared
 from conversion.pack import main as pack_main
 from conversion.photos import Photos
 from conversion.train import Batches, Pool
-from edge.vision.align import align_face, context_of, template_keypoints
-
-SIZE = 200
-
-
-def _write_caches(cache: Path) -> None:
-    """UTKFace-like and LFW-like caches of the fixture faces: the last face of each held out."""
-    images = np.stack([cv2.resize(cv2.imread(str(f)), (SIZE, SIZE)) for f in FACE_FILES])
-    n = len(images)
-    keypoints = np.repeat(template_keypoints(SIZE, SIZE)[None], n, axis=0)
-    ages = np.array([age for age, _ in FACE_LABELS[:n]], np.int16)
-    female = np.array([f for _, f in FACE_LABELS[:n]], np.int8)
-    held_out = np.arange(n) == n - 1
-    for name, meta in {
-        "utkface": {
-            "age": ages,
-            "race": np.zeros(n, np.int8),
-            "keypoint_source": np.full(n, 2, np.int8),
-            "validation": held_out,
-        },
-        "lfw": {
-            "age_first": np.full(n, -1, np.int16),
-            "age_last": np.full(n, -1, np.int16),
-            "race": np.full(n, -1, np.int8),
-            "validation": held_out.astype(np.int8),
-        },
-    }.items():
-        (cache / name).mkdir(parents=True)
-        np.save(cache / name / "images.npy", images)
-        files = np.array([f.name for f in FACE_FILES])
-        np.savez(cache / name / "meta.npz", files=files, female=female, keypoints=keypoints, **meta)
+from edge.vision.align import align_face, context_of
 
 
 @pytest.fixture
 def caches(tmp_path: Path) -> Path:
-    _write_caches(tmp_path / "cache")
+    write_caches(tmp_path / "cache")
     return tmp_path / "cache"
 
 
