@@ -212,11 +212,11 @@ def report(results: dict) -> str:
     models = [results["models"][n] for n in names]
     flip = "with test-time flip (2 inferences per face)" if results["flip"] else "single inference per face"
     lines = [f"validation split: {results['validation_faces']} faces (sha1(file name)[0] % 5 == 0), {flip}"]
-    header = f"{'':36}" + "".join(f"{n:>22}" for n in names)
+    header = f"{'':38}" + "".join(f"{n:>22}" for n in names)
     lines.append(header)
 
     def row(label: str, values: list[str]) -> None:
-        lines.append(f"{label:36}" + "".join(f"{v:>22}" for v in values))
+        lines.append(f"{label:38}" + "".join(f"{v:>22}" for v in values))
 
     row("model file", [f"{m['size_bytes'] / 1024:.0f} KiB" for m in models])
     row("latency per face (1 thread)", [f"{m['latency_ms_per_face']:.2f} ms" for m in models])
