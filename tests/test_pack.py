@@ -112,3 +112,13 @@ def test_faces_turned_aside_weigh_more_in_gender_loss(caches: Path):
     assert turned[0] == high == pytest.approx(3 * low)
     assert weights.mean() == pytest.approx(1.0)
     assert (gender_weights(1.0)[1] == 1).all()
+
+
+@pytest.mark.parametrize("weight", ["0", "-1", "nan"])
+def test_a_turned_weight_that_is_not_positive_is_refused(weight: str, capsys):
+    from conversion.train import main as train_main
+
+    with pytest.raises(SystemExit) as stop:
+        train_main(["--run", "unused", "--turned-weight", weight])
+    assert stop.value.code == 2
+    assert "--turned-weight must be above 0" in capsys.readouterr().err
