@@ -75,7 +75,10 @@ def head_turn(keypoints: np.ndarray) -> np.ndarray:
     """How far each face (keypoints (N, 6, 2)) is turned aside: the nose tip's offset from the
     point between the eyes, in eye distances. 0 is frontal. On FairFace's val photos run 18 gets
     gender right for 92.9 % of faces under 0.1 and 85.5 % of those at 0.3 and over (a fifth of
-    them); on LFW's and All-Age-Faces' it barely moves (`conversion.evaluate`)."""
+    them); on LFW's and All-Age-Faces' it barely moves (`conversion.evaluate`). The runtime
+    already prefers frontal views of a visitor (`edge.vision.analyzer.frontal_quality`, the
+    nose's distances to the two eyes); this measure is in eye distances so that its bins read
+    the same on every photo set."""
     eyes = keypoints[:, [RIGHT_EYE, LEFT_EYE]].astype(np.float64)
     between = eyes.mean(axis=1)
     distance = np.maximum(np.linalg.norm(eyes[:, 1] - eyes[:, 0], axis=1), 1e-6)
