@@ -211,8 +211,8 @@ def _aaf_rows(data: Path) -> list[dict[str, str]]:
             years = stem.partition("A")[2]
             if len(fields) != 2 or fields[1] not in ("0", "1") or not years.isdigit():
                 raise ValueError(f"{path}:{number}: expected `NNNNNAyy.jpg 0|1`, got {line[:80]!r}")
-            female = "Female" if fields[1] == "0" else "Male"
-            rows.append({"file": f"{stem}.jpg", "gender": female, "age": str(int(years))})
+            gender = "Female" if fields[1] == "0" else "Male"
+            rows.append({"file": f"{stem}.jpg", "gender": gender, "age": str(int(years))})
     return rows
 
 
