@@ -10,7 +10,7 @@ is found but not judged ("not sure", see `vision.gender_margin`), counts against
 never as right: "right of all" is over every photo, "right of judged" over the judged ones.
 Age is scored in the FairFace band (0-2, 3-9, …, 70+: the band of the mean age) and in ours (0-9,
 …, 60+: the likeliest band, as the product reports it), the latter also per true band with the
-bands its misses were placed in.
+bands its misses were placed in; and the mix of ages, as an owner reads it from many visitors.
 
 Measure with it; never train on these photos or pick a model by many trials on them (one photo is
 0.4 points).
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from conversion.data import age_mix_error
 from edge.vision.config import VisionConfig
 from edge.wire.contract import AGE_BANDS, judged_gender
 
@@ -55,6 +56,8 @@ class Prediction:
     p_female: float | None
     age: float | None
     age_band: str | None  # ours, as the product decides it (the likeliest band)
+    # The probability of each of our bands (predictions dumped before it was kept have none).
+    bands: list[float] | None = None
 
     def gender(self, margin: float) -> str | None:
         """The gender, or None when not sure (p_female within `margin` of 0.5) or not judged."""
@@ -90,6 +93,7 @@ def predict(data: Path, config: VisionConfig, model: Path | None) -> list[Predic
                 None if estimate is None else estimate.p_female,
                 None if estimate is None else estimate.age,
                 None if estimate is None else estimate.age_band,
+                None if estimate is None else list(estimate.bands),
             )
         )
         print(f"\r{n}/{len(labels)} photos", end="", file=sys.stderr, flush=True)
@@ -148,6 +152,16 @@ def age_confusion(predictions: list[Prediction]) -> dict[str, Counter]:
     return confusion
 
 
+def age_mix(predictions: list[Prediction]) -> dict[str, float] | None:
+    """How far the mix of our bands read from the photos with a face sits from their true mix,
+    counting likeliest bands and summing band probabilities (`conversion.data.age_mix_error`)."""
+    read = [p for p in predictions if p.bands is not None]
+    if not read:
+        return None
+    truth = np.array([AGE_BANDS.index(OURS.get(p.band, p.band)) for p in read])
+    return age_mix_error(np.array([p.bands for p in read]), truth)
+
+
 def report(predictions: list[Prediction], margin: float) -> str:
     f = figures(predictions, margin)
     women, men = f["female: right of judged"], f["male: right of judged"]
@@ -163,6 +177,11 @@ def report(predictions: list[Prediction], margin: float) -> str:
     for band, placed in age_confusion(predictions).items():
         others = ", ".join(f"{b} {n}" for b, n in placed.most_common() if b != band)
         lines.append(f"    {band:<6} {_pct((placed[band], placed.total())):<17} {others}")
+    if (mix := age_mix(predictions)) is not None:
+        lines.append(
+            f"  age mix off (people read into a wrong band): {100 * mix['likeliest']:.1f} % counting likeliest "
+            f"bands, {100 * mix['summed']:.1f} % summing band probabilities (the hourly record's way)"
+        )
     return "\n".join(lines)
 
 

@@ -8,9 +8,10 @@ same at reduced face resolution (32 and 48 px faces upsampled, as CCTV sees them
 held-out part of each real photo set that `python -m conversion.photos NAME` has prepared (LFW's
 held-out people, FairFace's val photos), gender of women and men and, with ages, the share in our
 age band, and the same weighted as fairface-dev is built (`balanced`), and both by how far the
-face is turned aside (`head_turn`) and by race group where the set has one; and per-face latency on
-one thread. Models run through the product's own
-`edge.classify.AgeGenderModel`.
+face is turned aside (`head_turn`) and by race group where the set has one; how far the mix of age
+bands read from the estimates sits from the true mix, counting likeliest bands or summing band
+probabilities as the hourly record does (`age_mix_error`); and per-face latency on one thread.
+Models run through the product's own `edge.classify.AgeGenderModel`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from conversion.corrupt import low_resolution
-from conversion.data import AGE_BANDS, DEFAULT_CACHE, RACES, Prepared, age_band_index
+from conversion.data import AGE_BANDS, DEFAULT_CACHE, RACES, Prepared, age_band_index, age_mix_error
 from conversion.photos import AGE_BANDS as FAIRFACE_BANDS
 from conversion.photos import DEFAULT_DATA, Photos
 from conversion.train import aligned_crops, head_turn
@@ -45,12 +46,16 @@ RIGHT_OF_JUDGED = 0.90
 TURN_EDGES = (0.1, 0.2, 0.3)
 
 
-def predict(model: AgeGenderModel, crops: np.ndarray, desc: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """p(female), mean age and the age band (index into AGE_BANDS, as the product picks it) of each crop."""
+def predict(
+    model: AgeGenderModel, crops: np.ndarray, desc: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """p(female), mean age, the age band (index into AGE_BANDS, as the product picks it) and the
+    probability of each age band, of each crop."""
     estimates = [model(crop) for crop in tqdm(crops, desc=desc, leave=False, unit="face", disable=None)]
     p_female = np.array([e.p_female for e in estimates])
     age = np.array([e.age for e in estimates])
-    return p_female, age, np.array([AGE_BANDS.index(e.age_band) for e in estimates], np.int64)
+    masses = np.array([e.bands for e in estimates])
+    return p_female, age, np.array([AGE_BANDS.index(e.age_band) for e in estimates], np.int64), masses
 
 
 def figures(
@@ -163,9 +168,10 @@ def evaluate(models: dict[str, Path], flip: bool, cache: Path = DEFAULT_CACHE) -
         for pixels in RESOLUTIONS:
             inputs = crops if pixels is None else np.stack([low_resolution(c, pixels) for c in crops])
             label = "full" if pixels is None else f"{pixels}px"
-            p_female, age, band = predict(model, inputs, f"{name} {label}")
+            p_female, age, band, masses = predict(model, inputs, f"{name} {label}")
             out[label] = figures(p_female, age, band, true_female, true_age)
             if pixels is None:
+                out["age_mix"] = age_mix_error(masses, age_band_index(true_age))
                 groups = {"by_age_band": (age_band_index(true_age), AGE_BANDS), "by_race": (race, RACES)}
                 for group, (member, names) in groups.items():
                     out[group] = {
@@ -176,7 +182,7 @@ def evaluate(models: dict[str, Path], flip: bool, cache: Path = DEFAULT_CACHE) -
             key = (set_name, model.size)
             if key not in real_crops:
                 real_crops[key] = aligned_crops(photos, held_out, model.size)
-            p_female, age, band = predict(model, real_crops[key], f"{name} {set_name}")
+            p_female, age, band, masses = predict(model, real_crops[key], f"{name} {set_name}")
             truth = photos.female[held_out]
             right = (p_female >= 0.5) == (truth == 1)
             out[set_name] = {
@@ -193,6 +199,7 @@ def evaluate(models: dict[str, Path], flip: bool, cache: Path = DEFAULT_CACHE) -
                 out[set_name]["by_race"] = by_group(right, band_right, race, list(RACES))
             if band_right is not None:
                 out[set_name]["our_age_band"] = float(band_right.mean())
+                out[set_name]["age_mix"] = age_mix_error(masses, age_band_index(first))
                 out[set_name]["balanced"] = balanced(p_female, band, truth, first, VisionConfig.gender_margin)
                 rule = gender_margin(p_female, truth, first)
                 out[set_name]["rule"] = None if rule is None else balanced(p_female, band, truth, first, rule)
@@ -218,12 +225,18 @@ def report(results: dict) -> str:
     def row(label: str, values: list[str]) -> None:
         lines.append(f"{label:38}" + "".join(f"{v:>22}" for v in values))
 
+    def mix_row(prefix: str, cells: list[dict]) -> None:
+        form = "{likeliest:.3f} / {summed:.3f}"
+        row(f"{prefix}age mix off: likeliest / summed", [form.format(**c["age_mix"]) for c in cells])
+
     row("model file", [f"{m['size_bytes'] / 1024:.0f} KiB" for m in models])
     row("latency per face (1 thread)", [f"{m['latency_ms_per_face']:.2f} ms" for m in models])
     for label in ("full", "48px", "32px"):
         row(f"[{label}] gender accuracy", [f"{100 * m[label]['gender_accuracy']:.2f} %" for m in models])
         row(f"[{label}] age MAE", [f"{m[label]['age_mae']:.2f} y" for m in models])
         row(f"[{label}] age-band accuracy", [f"{100 * m[label]['age_band_accuracy']:.2f} %" for m in models])
+        if label == "full":
+            mix_row("[full] ", models)
     for set_name in DEFAULT_DATA:
         if all(set_name in m for m in models):
             first = models[0][set_name]
@@ -237,6 +250,7 @@ def report(results: dict) -> str:
             )
             if "our_age_band" in first:
                 row(f"[{set_name}] age in our band", [f"{100 * m[set_name]['our_age_band']:.1f} %" for m in models])
+                mix_row(f"[{set_name}] ", [m[set_name] for m in models])
             if "balanced" in first:
                 pairs = (
                     (f"margin {first['balanced']['margin']}", "judged", "right_of_judged", "{:.1f} % judged, {:.1f} %"),

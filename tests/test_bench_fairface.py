@@ -50,3 +50,22 @@ def test_each_band_says_where_its_misses_were_placed(tmp_path: Path, capsys):
     ]
     assert [line.split() for line in lines if line.startswith("    60+")] == [["60+", "0.0", "%", "(0/1)", "none", "1"]]
     assert [line.split() for line in lines if line.startswith("    0-9")] == [["0-9", "-"]]
+
+
+def test_the_age_mix_is_read_by_likeliest_band_and_by_summed_probabilities(tmp_path: Path, capsys):
+    leaning_young = [0, 0, 0.6, 0.4, 0, 0, 0]
+    rows = [
+        {"file": f"{i}.jpg", "band": band, "female": True, "p_female": 0.9, "age": 29.0, "age_band": "20-29"}
+        | {"bands": leaning_young}
+        for i, band in enumerate(["20-29", "20-29", "30-39", "30-39"])
+    ]
+    main(["--load", str(dump(tmp_path / "p.jsonl", rows))])
+    out = capsys.readouterr().out
+    assert "age mix off (people read into a wrong band): 50.0 % counting likeliest bands, 10.0 % summing" in out
+
+
+def test_predictions_dumped_without_band_probabilities_still_score(tmp_path: Path, capsys):
+    rows = [{"file": "1.jpg", "band": "3-9", "female": True, "p_female": 0.9, "age": 6.0, "age_band": "0-9"}]
+    main(["--load", str(dump(tmp_path / "p.jsonl", rows))])
+    out = capsys.readouterr().out
+    assert "age in our band                          100.0 % (1/1)" in out and "age mix" not in out

@@ -114,3 +114,21 @@ def test_the_report_scores_real_photos_by_head_turn_and_race(tmp_path):
     assert "[fairface] by turn" in text and "[fairface] by race" in text and "[lfw] by turn" in text
     assert f"[fairface]   head turn 0-0.1 ({len(FACE_FILES)})" in text
     assert "[fairface]   head turn 0.3+ (0)" in text
+    assert "[fairface] age mix off: likeliest / summed" in text and "[lfw] age mix" not in text
+    for mix in (results["models"]["int8"]["age_mix"], fairface["age_mix"]):
+        assert 0 <= mix["likeliest"] <= 1 and 0 <= mix["summed"] <= 1
+
+
+def test_the_age_mix_error_is_how_many_people_are_read_into_the_wrong_band():
+    from conversion.data import AGE_BANDS, age_mix_error
+
+    # Four people in their twenties and four in their thirties, each read 60 / 40 % towards the
+    # twenties: counting likeliest bands puts all eight in their twenties, half of them wrongly;
+    # summing the probabilities reads 5 of 8 there, one person too many.
+    masses = np.zeros((8, len(AGE_BANDS)))
+    masses[:, 2], masses[:, 3] = 0.6, 0.4
+    truth = np.array([2] * 4 + [3] * 4)
+    assert age_mix_error(masses, truth) == pytest.approx({"likeliest": 0.5, "summed": 0.1})
+    # Weighted: the thirties count three times, so the truth is a quarter twenties.
+    weights = np.array([1.0] * 4 + [3.0] * 4)
+    assert age_mix_error(masses, truth, weights) == pytest.approx({"likeliest": 0.75, "summed": 0.35})

@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from edge.daemon.hourly import HourlyTally
+from edge.daemon.hourly import HourlyTally, apportion
 from edge.vision.analyzer import Visitor
+from edge.wire.contract import AGE_BANDS
 
 NINE = 1767603600.0  # 2026-01-05T09:00:00Z
 
@@ -123,3 +124,65 @@ def test_a_visitor_the_device_is_not_sure_of_counts_as_unknown():
     tally.visitor(sure)
     (record,) = tally.close(0, final=True)
     assert record.visitors == 2 and record.unknown == 1 and record.counts["female"]["30-39"] == 1
+
+
+def unsure_of_age(track: int, bands: tuple[float, ...], p_female: float = 0.9) -> Visitor:
+    return Visitor(track, NINE + track, NINE + track + 5, 10, p_female, age=30.0, samples=3, age_bands=bands)
+
+
+def test_an_hours_age_bands_are_its_visitors_band_probabilities_summed_not_their_likeliest_bands():
+    # Ten women each 60 % likely in their twenties, 40 % in their thirties: counting likeliest
+    # bands says all ten are in their twenties; their probabilities say six and four.
+    tally = HourlyTally("shop-1")
+    tally.frame(NINE)
+    for track in range(10):
+        tally.visitor(unsure_of_age(track, (0, 0, 0.6, 0.4, 0, 0, 0)))
+    tally.visitor(unsure_of_age(11, (0, 0, 0, 0, 0.2, 0.3, 0.5), p_female=0.1))
+    (record,) = tally.close(0, final=True)
+    assert record.counts["female"] == {**dict.fromkeys(AGE_BANDS, 0), "20-29": 6, "30-39": 4}
+    # One visitor alone keeps their likeliest band.
+    assert record.counts["male"] == {**dict.fromkeys(AGE_BANDS, 0), "60+": 1}
+    assert record.visitors == 11 and record.unknown == 0
+
+
+@pytest.mark.parametrize(
+    ("masses", "total", "expected"),
+    [
+        ((0.6, 0.4), 10, [6, 4]),
+        ((0.2, 0.3, 0.5), 1, [0, 0, 1]),  # one visitor: their likeliest band
+        ((0.5, 0.5), 1, [1, 0]),  # a tie goes to the earlier band
+        ((1.0, 1.0, 1.0), 2, [1, 1, 0]),
+        ((2.6, 0.3, 0.1), 3, [3, 0, 0]),
+        ((0.0, 0.0), 0, [0, 0]),
+        ((0.0, 0.0), 2, [0, 0]),  # no probability to share: nothing made up
+    ],
+)
+def test_apportion_shares_whole_visitors_by_largest_remainder(masses, total, expected):
+    assert apportion(masses, total) == expected
+
+
+def test_apportion_keeps_every_band_within_one_of_its_share():
+    import random
+
+    rng = random.Random(7)
+    for _ in range(500):
+        masses = [rng.random() ** 3 for _ in AGE_BANDS]
+        total = rng.randrange(1, 40)
+        counts = apportion(masses, total)
+        assert sum(counts) == total
+        for count, mass in zip(counts, masses, strict=True):
+            assert abs(count - mass * total / sum(masses)) < 1
+
+
+def test_an_hour_snapshotted_without_band_probabilities_restores_as_counted():
+    tally = HourlyTally("shop-1", grace_s=10)
+    run_frames(tally, NINE, NINE + 60, fps=1)
+    tally.visitor(visitor(NINE + 5, NINE + 9, age=45.0))
+    snapshot = json.loads(json.dumps(tally.snapshot()))
+    for hour in snapshot["hours"]:
+        del hour["masses"]  # as a daemon before band probabilities were kept wrote it
+    restored = HourlyTally("shop-1", grace_s=10)
+    restored.restore(snapshot)
+    restored.visitor(unsure_of_age(2, (0, 0, 0, 0, 0.3, 0.7, 0)))
+    (record,) = restored.close(0, final=True)
+    assert record.counts["female"]["40-49"] == 1 and record.counts["female"]["50-59"] == 1
