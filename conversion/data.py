@@ -33,8 +33,8 @@ def age_mix_error(masses: np.ndarray, truth: np.ndarray, weights: np.ndarray | N
     the true shares: the total variation distance (half the summed differences; 0.05 means 5 % of
     the people are read into the wrong band), `likeliest` counting each face in its likeliest band,
     `summed` adding up their band probabilities (`masses`, one row per face), which the hourly
-    record does (`edge.daemon.hourly.apportion`; with 5 or more visitors an hour it reads within
-    a point of the sum). `truth` holds band indices; `weights` weigh the faces (default: alike)."""
+    record does (`edge.daemon.hourly.apportion`: with 5 or more visitors an hour, within about a
+    point of the sum). `truth` holds band indices; `weights` weigh the faces (default: alike)."""
     weights = np.ones(len(truth)) if weights is None else np.asarray(weights, np.float64)
     bands = len(AGE_BANDS)
     true_share = np.bincount(truth, weights=weights, minlength=bands) / weights.sum()
