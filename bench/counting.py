@@ -7,7 +7,9 @@ pipeline, and matches each track to the ground-truth visitor whose pasted square
 track's face centres most often. Reports, per clip and pooled: the count error, fragmented and
 merged visitors, and gender accuracy and age error per visitor (the track's combined estimate)
 against per frame (every detected face classified on its own, as a pipeline without tracking
-would). Single clips are noisy (one visitor is 2.5 %): judge by the pooled figures.
+would); and the mix of age bands the hourly record reads from the matched visitors (each clip one
+hour, `edge.daemon.hourly`) against counting their likeliest bands. Single clips are noisy (one
+visitor is 2.5 %): judge by the pooled figures.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ import numpy as np
 from bench.clipgen import generate
 from edge import Analyzer, open_source
 from edge.daemon.config import EdgeConfig
+from edge.daemon.hourly import HourlyTally
 from edge.vision.sources import Frame
 from edge.wire.config import load
+from edge.wire.contract import AGE_BANDS, GENDERS, age_band
 
 
 def truth_at(truth: dict) -> dict[int, list[tuple[int, float, float, float, float]]]:
@@ -56,6 +60,11 @@ class ClipResult:
     unmatched_tracks: int
     per_visitor: list[tuple[bool, float]]
     per_frame: list[tuple[bool, float]]
+    # Of the matched visitors given a gender and band, per band: how many truly in it, how many
+    # the hourly record counts there, and how many have it as their likeliest band.
+    true_bands: Counter
+    hourly_bands: Counter
+    likeliest_bands: Counter
 
 
 def subsampled(frames: Iterable[Frame], every: int) -> Iterator[Frame]:
@@ -92,6 +101,13 @@ def evaluate_clip(clip: Path, analyzer: Analyzer, every: int = 1) -> ClipResult:
     source.close()
     matched = {v.track: votes[v.track].most_common(1)[0][0] for v in visitors if votes[v.track]}
     tracks_per_visitor = Counter(matched.values())
+    judged = [v for v in visitors if v.track in matched and v.gender is not None and v.age_band is not None]
+    tally = HourlyTally("bench")
+    for v in judged:
+        tally.visitor(replace(v, first_seen=0.0, entered=None))  # the clip as one hour
+    hourly = Counter()
+    for record in tally.close(0.0, final=True):
+        hourly.update({band: sum(record.counts[g][band] for g in GENDERS) for band in AGE_BANDS})
     per_visitor = [
         (v.gender == _gender(gt[matched[v.track]]), abs(v.age - gt[matched[v.track]]["age"]))
         for v in visitors
@@ -105,11 +121,23 @@ def evaluate_clip(clip: Path, analyzer: Analyzer, every: int = 1) -> ClipResult:
         unmatched_tracks=len(visitors) - len(matched),
         per_visitor=per_visitor,
         per_frame=per_frame,
+        true_bands=Counter(age_band(gt[matched[v.track]]["age"]) for v in judged),
+        hourly_bands=hourly,
+        likeliest_bands=Counter(v.age_band for v in judged),
     )
+
+
+BAND_FIELDS = ("true_bands", "hourly_bands", "likeliest_bands")
 
 
 def _gender(visitor: dict) -> str:
     return "female" if visitor["female"] else "male"
+
+
+def mix_off(read: Counter, truth: Counter) -> float:
+    """The share of people read into a wrong band (total variation between the two mixes)."""
+    total = max(sum(truth.values()), 1)
+    return sum(abs(read[band] - truth[band]) for band in AGE_BANDS) / total / 2
 
 
 def report(name: str, results: list[ClipResult]) -> str:
@@ -117,6 +145,7 @@ def report(name: str, results: list[ClipResult]) -> str:
     counted = sum(r.counted for r in results)
     per_visitor = [x for r in results for x in r.per_visitor]
     per_frame = [x for r in results for x in r.per_frame]
+    truth_bands, hourly, likeliest = (sum((getattr(r, k) for r in results), Counter()) for k in BAND_FIELDS)
     return (
         f"{name}: {truth} visitors, counted {counted}, count error {100 * abs(counted - truth) / truth:.1f} %; "
         f"fragmented {sum(r.fragmented for r in results)}, merged away {sum(r.missed for r in results)}, "
@@ -124,7 +153,9 @@ def report(name: str, results: list[ClipResult]) -> str:
         f"  gender accuracy per visitor {100 * np.mean([c for c, _ in per_visitor]):.1f} % "
         f"({len(per_visitor)} tracks) vs per frame {100 * np.mean([c for c, _ in per_frame]):.1f} % "
         f"({len(per_frame)} faces); age MAE per visitor {np.mean([e for _, e in per_visitor]):.2f} y "
-        f"vs per frame {np.mean([e for _, e in per_frame]):.2f} y"
+        f"vs per frame {np.mean([e for _, e in per_frame]):.2f} y\n"
+        f"  age mix off (people in a wrong band), the clip as one hour: {100 * mix_off(hourly, truth_bands):.1f} % "
+        f"as the hourly record reads it, {100 * mix_off(likeliest, truth_bands):.1f} % counting likeliest bands"
     )
 
 
