@@ -1,0 +1,52 @@
+"""conversion.soup: the mean of networks' weights."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conversion.soup import main, mean_weights
+
+
+def test_each_tensor_is_the_mean_of_the_networks():
+    a = [np.zeros((2, 3), np.float32), np.array([1, 3], np.int64)]
+    b = [np.full((2, 3), 2, np.float32), np.array([3, 5], np.int64)]
+    mean = mean_weights([a, b])
+    assert np.array_equal(mean[0], np.ones((2, 3))) and mean[0].dtype == np.float32
+    assert np.array_equal(mean[1], [2, 4])
+
+
+def test_networks_of_different_shapes_do_not_mix():
+    with pytest.raises(ValueError, match="same architecture"):
+        mean_weights([[np.zeros(3)], [np.zeros(4)]])
+
+
+def test_the_soup_of_two_trained_networks_is_written_as_a_model(tmp_path: Path):
+    import keras
+
+    from conversion.model import build
+
+    paths = []
+    for i in range(2):
+        model = build(64)
+        model.set_weights([np.full(w.shape, float(i), w.dtype) for w in model.get_weights()])
+        paths.append(tmp_path / f"{i}.keras")
+        model.save(paths[-1])
+    main(["--run", str(tmp_path / "soup"), *map(str, paths)])
+    soup = keras.models.load_model(tmp_path / "soup" / "model.keras", compile=False)
+    assert all(np.allclose(w, 0.5) for w in soup.get_weights())
+
+
+def test_a_file_that_is_no_model_is_refused_in_one_line(tmp_path: Path, capsys):
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--run", str(tmp_path / "soup"), str(bad), str(bad)])
+    assert exit_.value.code == 2
+    assert "is not a Keras model file" in capsys.readouterr().err
+
+
+def test_one_model_is_no_soup(tmp_path: Path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--run", str(tmp_path / "soup"), str(tmp_path / "a.keras")])
+    assert exit_.value.code == 2 and "at least two models" in capsys.readouterr().err
