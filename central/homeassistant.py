@@ -118,7 +118,7 @@ def state(records_today: Iterable[HourlyRecord], live: LiveCounts | None = None)
     for g in GENDERS:
         out[f"last_hour_{g}"] = sum(last.counts[g].values()) if last else 0
     for b in AGE_BANDS:
-        out[f"last_hour_{band_key(b)}"] = sum(last.counts[g][b] for g in GENDERS) if last else 0
+        out[f"last_hour_{band_key(b)}"] = last.in_band(b) if last else 0
     return out
 
 

@@ -4,6 +4,7 @@ import time
 import pytest
 
 from edge.wire.contract import (
+    AGE_BANDS,
     MAX_AHEAD_S,
     MAX_DEPTH,
     MAX_NUMBER_CHARS,
@@ -75,6 +76,15 @@ def test_payloads_round_trip(payload):
     assert decode(type(payload), encode(payload), getattr(payload, "device", None)) == payload
 
 
+def test_the_bands_of_visitors_without_a_gender_travel_only_when_there_are_some():
+    bands = dict.fromkeys(AGE_BANDS, 0) | {"0-9": 2}
+    with_bands = record(visitors=7, unknown=3, unknown_bands=bands)
+    assert decode(HourlyRecord, encode(with_bands), "shop-1") == with_bands
+    # Without any, the payload is exactly what a receiver older than the field knows.
+    assert "unknown_bands" not in json.loads(encode(record()))
+    assert decode(HourlyRecord, encode(record()), "shop-1").unknown_bands is None
+
+
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
@@ -109,6 +119,10 @@ def mutated(**changes) -> bytes:
         ({"hour": "yesterday"}, "hour"),
         ({"extra": 1}, "unexpected"),
         ({"counts": {"female": {}}}, "counts must map"),
+        ({"unknown_bands": {"0-9": 1}}, "unknown_bands must map"),
+        ({"unknown_bands": [1, 2]}, "unknown_bands must map"),
+        ({"unknown_bands": dict.fromkeys(AGE_BANDS, 0) | {"0-9": 1}}, "more than unknown"),
+        ({"visitors": 5, "unknown": 1, "unknown_bands": dict.fromkeys(AGE_BANDS, 0) | {"0-9": -1}}, "unknown_bands"),
     ],
 )
 def test_invalid_records_are_rejected(changes, reason):

@@ -104,6 +104,16 @@ def test_state_sums_the_day_and_splits_the_last_hour():
     assert state([])["visitors_today"] == 0
 
 
+def test_age_sensors_count_visitors_whose_gender_was_not_sure():
+    from dataclasses import replace
+
+    bands = dict.fromkeys(AGE_BANDS, 0) | {"0-9": 2}
+    last = replace(record("a", "2026-01-05T10:00:00Z", 1, 1, unknown=3), unknown_bands=bands)
+    now = state([last])
+    assert now["last_hour_age_0_9"] == 2 and now["last_hour_age_20_29"] == 1
+    assert (now["last_hour_female"], now["last_hour_male"], now["last_hour"]) == (1, 1, 5)
+
+
 def publish(url: str, name: str, payload: bytes, retain: bool = False) -> None:
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:6]}")
     client.connect("127.0.0.1", int(url.rsplit(":", 1)[1]))

@@ -186,3 +186,24 @@ def test_an_hour_snapshotted_without_band_probabilities_restores_as_counted():
     restored.visitor(unsure_of_age(2, (0, 0, 0, 0, 0.3, 0.7, 0)))
     (record,) = restored.close(0, final=True)
     assert record.counts["female"]["40-49"] == 1 and record.counts["female"]["50-59"] == 1
+
+
+def test_the_age_of_a_visitor_whose_gender_is_not_sure_is_kept_beside_unknown():
+    tally = HourlyTally("shop-1")
+    tally.frame(NINE)
+    child = Visitor(
+        1, NINE, NINE + 5, 10, 0.55, age=5.0, samples=3, gender_margin=0.12, age_bands=(0.9, 0.1, 0, 0, 0, 0, 0)
+    )
+    tally.visitor(child)
+    tally.visitor(visitor(NINE + 1, NINE + 2, p_female=None, age=None))  # too small: no age either
+    (record,) = tally.close(0, final=True)
+    assert record.unknown == 2 and sum(sum(b.values()) for b in record.counts.values()) == 0
+    assert record.unknown_bands == {**dict.fromkeys(AGE_BANDS, 0), "0-9": 1}
+
+
+def test_an_hour_without_such_visitors_has_no_unknown_bands():
+    tally = HourlyTally("shop-1")
+    tally.frame(NINE)
+    tally.visitor(visitor(NINE, NINE + 1))
+    (record,) = tally.close(0, final=True)
+    assert record.unknown_bands is None

@@ -34,7 +34,16 @@ from central.localtime import OpeningHours, day_hours, zone
 from central.store import Batch, open_store
 from edge.cli.main import main
 from edge.wire.config import ConfigError, load
-from edge.wire.contract import AGE_BANDS, GENDERS, HourlyRecord, LiveCounts, empty_counts, hour_start, parse_hour
+from edge.wire.contract import (
+    AGE_BANDS,
+    GENDERS,
+    HourlyRecord,
+    LiveCounts,
+    empty_counts,
+    encode,
+    hour_start,
+    parse_hour,
+)
 
 BERLIN = zone("Europe/Berlin")
 DST_DAY = date(2026, 3, 29)  # Europe: clocks go forward at 02:00, a 23-hour day
@@ -321,7 +330,9 @@ def test_api_healthz_and_metrics(db):
         assert len(hourly["records"]) == 22
         first = hourly["records"][0]
         assert first["local_start"] == "2026-03-29T00:00:00+01:00" and first["timezone"] == "Europe/Berlin"
-        assert {k: v for k, v in first.items() if k not in ("local_start", "timezone")} == records[0].__dict__
+        assert {k: v for k, v in first.items() if k not in ("local_start", "timezone")} == json.loads(
+            encode(records[0])
+        )
         days = server.json(f"/api/v1/hourly?device=shop-1&since={WEEK_BEFORE}&until={DST_DAY}&by=day")["days"]
         assert [(d["day"], d["day_hours"], d["hours"]) for d in days] == [
             ("2026-03-22", 24, 24),
@@ -439,6 +450,35 @@ def test_local_days_opening_hours_and_half_hour_zones():
         with pytest.raises(ValueError):
             OpeningHours.parse(bad)
     assert {g for g in GENDERS} and len(AGE_BANDS) == 7
+
+
+def test_periods_and_day_totals_keep_the_ages_of_visitors_without_a_gender(sqlite_db):
+    from central.web import queries
+
+    counts = empty_counts()
+    counts["female"]["30-39"] = 1
+    bands = dict.fromkeys(AGE_BANDS, 0) | {"0-9": 2}
+    records = [
+        HourlyRecord("shop-1", "2026-01-05T09:00:00Z", 4, counts, 3.0, 100, 1.0, 1, 3, unknown_bands=bands),
+        HourlyRecord("shop-1", "2026-01-05T10:00:00Z", 1, empty_counts(), 3.0, 100, 1.0, 1, 1),  # none such
+    ]
+    local = read_places({}, DisplaySection(), "x").local()
+    period = queries.build_period(
+        "day", date(2026, 1, 5), ["shop-1"], local, records, [], parse_hour(records[1].hour) + 7200
+    )
+    assert period.unknown_bands == bands and period.visitors - period.classified == 4
+    (day,) = queries.day_totals(records, zone("UTC"))
+    assert day["unknown_bands"] == bands and day["counts"]["female"]["30-39"] == 1
+    store = open_store(sqlite_db)
+    try:
+        store.write(Batch(hourly=records))
+    finally:
+        store.close()
+    with Server(sqlite_db) as server:
+        status, _, body = server.get("/day?device=shop-1&date=2026-01-05")
+        assert status == 200
+        row = body.decode().split(">not classified</th>", 1)[1].split("</tr>", 1)[0]
+        assert row == "<td>2</td>" + "<td></td>" * (len(AGE_BANDS) - 1) + "<td>4</td>"
 
 
 @pytest.mark.skipif(not SCREENS, reason="set AICCTV_SCREENS=DIR to save screenshots of every page")

@@ -306,6 +306,8 @@ class Period:
     devices: list[str]
     buckets: list[Bucket]
     counts: dict[str, dict[str, int]]
+    # Of those not classified, the ones whose age was read but whose gender was not sure.
+    unknown_bands: dict[str, int] = field(default_factory=lambda: dict.fromkeys(AGE_BANDS, 0))
 
     @property
     def visitors(self) -> int:
@@ -324,6 +326,12 @@ class Period:
     @property
     def classified(self) -> int:
         return sum(sum(bands.values()) for bands in self.counts.values())
+
+
+def add_unknown_bands(into: dict[str, int], record: HourlyRecord) -> None:
+    """Add a record's visitors without a gender but with an age, by band (none before the field)."""
+    for band, n in (record.unknown_bands or {}).items():
+        into[band] += n
 
 
 def period_span(kind: str, anchor: date) -> tuple[date, date]:
@@ -405,6 +413,7 @@ def build_period(
         if r.device in wanted:
             by_hour.setdefault(r.hour, []).append(r)
     counts = {g: dict.fromkeys(AGE_BANDS, 0) for g in GENDERS}
+    unknown_bands = dict.fromkeys(AGE_BANDS, 0)
     current = hour_of(now)
     for bucket in buckets:
         for hour in bucket.hours:
@@ -422,6 +431,7 @@ def build_period(
                 for g in GENDERS:
                     for band in AGE_BANDS:
                         counts[g][band] += r.counts[g][band]
+                add_unknown_bands(unknown_bands, r)
         bucket.future = bucket.expected == 0
     # The comparison, bucket by bucket: the same weekday (or hour of it) a week earlier.
     back = comparison_offset(kind)
@@ -433,7 +443,7 @@ def build_period(
     for bucket, old in zip(buckets, before, strict=False):
         if any(h in earlier_by_hour for h in old.hours):
             bucket.compare = sum(earlier_by_hour.get(h, 0) for h in old.hours)
-    return Period(kind, first, last, local.timezone, sorted(wanted), buckets, counts)
+    return Period(kind, first, last, local.timezone, sorted(wanted), buckets, counts, unknown_bands)
 
 
 def period_records(
@@ -476,6 +486,7 @@ def day_totals(
                 "hours": 0,
                 "coverage": 0.0,
                 "counts": {g: dict.fromkeys(AGE_BANDS, 0) for g in GENDERS},
+                "unknown_bands": dict.fromkeys(AGE_BANDS, 0),
             },
         )
         entry["visitors"] += r.visitors
@@ -484,6 +495,7 @@ def day_totals(
         for g in GENDERS:
             for band in AGE_BANDS:
                 entry["counts"][g][band] += r.counts[g][band]
+        add_unknown_bands(entry["unknown_bands"], r)
     out = []
     for (_, day), entry in sorted(sums.items()):
         # Coverage of the whole local day (23, 24 or 25 hours), hours without a record counting 0.

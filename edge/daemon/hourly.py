@@ -50,6 +50,12 @@ def _as_counted(counts: dict[str, dict[str, int]]) -> dict[str, list[float]]:
     return {gender: [float(counts[gender][band]) for band in AGE_BANDS] for gender in GENDERS}
 
 
+def _add(masses: list[float], visitor: Visitor, band: str) -> None:
+    """Add a visitor's band probabilities (without them: all on their band) to an hour's sums."""
+    for i, mass in enumerate(visitor.age_bands or [float(b == band) for b in AGE_BANDS]):
+        masses[i] += mass
+
+
 @dataclass
 class _Hour:
     start: float
@@ -65,6 +71,9 @@ class _Hour:
     closed: bool = False
     unknown: int = 0
     passing: int = 0
+    # Of `unknown`: visitors with an age estimate but no gender, and their band probabilities.
+    unsure: int = 0
+    unsure_masses: list[float] = field(default_factory=lambda: [0.0] * len(AGE_BANDS))
 
 
 class HourlyTally:
@@ -115,11 +124,12 @@ class HourlyTally:
             gender, band = visitor.gender, visitor.age_band
             if gender is not None and band is not None:
                 hour.counts[gender][band] += 1
-                masses = hour.masses[gender]
-                for i, mass in enumerate(visitor.age_bands or [float(b == band) for b in AGE_BANDS]):
-                    masses[i] += mass
+                _add(hour.masses[gender], visitor, band)
             else:
                 hour.unknown += 1
+                if band is not None:  # their age was read, their gender left "not sure"
+                    hour.unsure += 1
+                    _add(hour.unsure_masses, visitor, band)
         return self._record(hour) if hour.closed else None
 
     def visitors_in_hour(self, timestamp: float) -> int:
@@ -166,6 +176,9 @@ class HourlyTally:
             coverage=round(min(hour.covered_s / HOUR, 1.0), 4),
             revision=hour.revision,
             unknown=hour.unknown,
+            unknown_bands=dict(zip(AGE_BANDS, apportion(hour.unsure_masses, hour.unsure), strict=True))
+            if hour.unsure
+            else None,
             visitors_in=hour.visitors if self.entry_line else None,
             passing=hour.passing if self.entry_line else None,
         ).validate()

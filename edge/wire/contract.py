@@ -180,7 +180,15 @@ class HourlyRecord:
     # seen who did not (passing by, or leaving). None where the device has no entry line.
     visitors_in: int | None = None
     passing: int | None = None
+    # Of `unknown`, the visitors whose age was read but whose gender was not sure, by age band
+    # (shared among the bands as `counts` are). None when there are none, as from senders older
+    # than the field (optional, see OPTIONAL_FIELDS).
+    unknown_bands: dict[str, int] | None = None
     schema: int = SCHEMA_VERSION
+
+    def in_band(self, band: str) -> int:
+        """The visitors in age band `band`, with a gender (`counts`) or without (`unknown_bands`)."""
+        return sum(self.counts[g][band] for g in GENDERS) + (self.unknown_bands or {}).get(band, 0)
 
     def validate(self) -> HourlyRecord:
         check_device_id(self.device)
@@ -200,6 +208,13 @@ class HourlyRecord:
         _check_int(self.unknown, "unknown")
         if sum(sum(by_band.values()) for by_band in self.counts.values()) + self.unknown > self.visitors:
             raise ContractError("counts and unknown add up to more than visitors")
+        if self.unknown_bands is not None:
+            if not isinstance(self.unknown_bands, dict) or set(self.unknown_bands) != set(AGE_BANDS):
+                raise ContractError(f"unknown_bands must map each age band {AGE_BANDS} to a count, or be null")
+            for n in self.unknown_bands.values():
+                _check_int(n, "unknown_bands")
+            if sum(self.unknown_bands.values()) > self.unknown:
+                raise ContractError("unknown_bands add up to more than unknown")
         if (self.visitors_in is None) != (self.passing is None):
             raise ContractError("visitors_in and passing go together (both null without an entry line)")
         if self.visitors_in is not None:
@@ -339,6 +354,7 @@ class SettingsState:
 # `encode` leaves them out when they have it, so an older receiver still gets exactly the payload
 # it knows; a receiver older than a field rejects a payload that uses it, naming the field.
 OPTIONAL_FIELDS: dict[type, dict[str, Any]] = {
+    HourlyRecord: {"unknown_bands": None},
     Settings: {"paused_until": None},
     SettingsState: {"paused_since": None, "paused_until": None},
 }

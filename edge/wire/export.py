@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable
-from dataclasses import asdict
 from datetime import UTC, datetime, tzinfo
 from typing import BinaryIO, TextIO
 
@@ -46,7 +45,10 @@ def json_line(record: HourlyRecord, tz: tzinfo | None = None) -> str:
     """The record's JSON: the MQTT payload (keys sorted), plus local_start and timezone given `tz`."""
     if tz is None:
         return encode(record).decode()
-    fields = asdict(record) | {"local_start": local_start(record, tz).isoformat(), "timezone": zone_name(tz)}
+    fields = json.loads(encode(record)) | {
+        "local_start": local_start(record, tz).isoformat(),
+        "timezone": zone_name(tz),
+    }
     return json.dumps(fields, separators=(",", ":"), sort_keys=True)
 
 
