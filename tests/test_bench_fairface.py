@@ -69,3 +69,16 @@ def test_predictions_dumped_without_band_probabilities_still_score(tmp_path: Pat
     main(["--load", str(dump(tmp_path / "p.jsonl", rows))])
     out = capsys.readouterr().out
     assert "age in our band                          100.0 % (1/1)" in out and "age mix" not in out
+
+
+def test_the_bars_figures_come_with_their_95_percent_interval(tmp_path: Path, capsys):
+    from bench.fairface import wilson
+
+    low, high = wilson(216, 241)  # run 18's right of judged on fairface-dev
+    assert round(100 * low, 1) == 85.1 and round(100 * high, 1) == 92.9
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+    rows = [{"file": "1.jpg", "band": "30-39", "female": True, "p_female": 0.9, "age": 35.0, "age_band": "30-39"}]
+    main(["--load", str(dump(tmp_path / "p.jsonl", rows))])
+    line = next(x for x in capsys.readouterr().out.splitlines() if "95 % intervals" in x)
+    # No child among the photos: no interval for children, not a division by zero.
+    assert "right of judged 20.7–100.0 %" in line and "children" not in line
