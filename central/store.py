@@ -8,7 +8,8 @@ Both keep the same tables, so `aicctv stats` and `aicctv central export` read ei
     counters name → value: messages received per channel, rejections per reason
     settings device → the device's last SettingsState (its contract JSON), received (version 3)
 
-and a view (schema version 2), `hourly_counts`: each hourly record as plain columns for Grafana.
+and a view (schema version 2; version 4 added the unknown_<band> columns), `hourly_counts`: each
+hourly record as plain columns for Grafana.
 
 A `Batch` is written in one transaction: the subscriber acknowledges its messages to the broker
 only after `write` returns, so a crash loses nothing and a redelivered message changes nothing.
@@ -54,18 +55,23 @@ _VIEW_GENDERS = ("female", "male")
 _VIEW_BANDS = ("0-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60+")
 
 
-def hourly_counts_view(dialect: str) -> str:
+def hourly_counts_view(dialect: str, unknown_bands: bool = False) -> str:
     """CREATE VIEW hourly_counts: one row per device-hour with a timestamp and one number per
     column, so Grafana (or any SQL client) plots it without JSON functions. Columns: hour_start
     (PostgreSQL timestamptz; SQLite the ISO text 'YYYY-MM-DDTHH:00:00Z'), time_s (Unix seconds),
     device, visitors, <gender>_<band> (female_0_9 … male_60_plus), female, male, unclassified
-    (visitors whose gender or age was not told), coverage, mean_dwell_s, frames."""
+    (visitors whose gender or age was not told), coverage, mean_dwell_s, frames; with
+    `unknown_bands` (schema version 4) also unknown_0_9 … unknown_60_plus: of the unclassified,
+    those whose age was read (the record's `unknown_bands`, 0 where it has none)."""
     if dialect == "sqlite":
         source, hour_start = "hourly", "hour"
         time_s = "CAST(strftime('%s', hour) AS INTEGER)"
 
         def count(gender: str, band: str) -> str:
             return f"""json_extract(record, '$.counts.{gender}."{band}"')"""
+
+        def unknown(band: str) -> str:
+            return f"""coalesce(json_extract(record, '$.unknown_bands."{band}"'), 0)"""
 
         def number(key: str, kind: str = "REAL") -> str:
             return f"CAST(json_extract(record, '$.{key}') AS {kind})"
@@ -78,14 +84,22 @@ def hourly_counts_view(dialect: str) -> str:
         def count(gender: str, band: str) -> str:
             return f"CAST(r -> 'counts' -> '{gender}' ->> '{band}' AS INTEGER)"
 
+        def unknown(band: str) -> str:
+            return f"coalesce(CAST(r -> 'unknown_bands' ->> '{band}' AS INTEGER), 0)"
+
         def number(key: str, kind: str = "DOUBLE PRECISION") -> str:
             return f"CAST(r ->> '{key}' AS {kind})"
 
-    columns = {f"{g}_{b.replace('-', '_').replace('+', '_plus')}": (g, b) for g in _VIEW_GENDERS for b in _VIEW_BANDS}
+    def column(prefix: str, band: str) -> str:
+        return f"{prefix}_{band.replace('-', '_').replace('+', '_plus')}"
+
+    columns = {column(g, b): (g, b) for g in _VIEW_GENDERS for b in _VIEW_BANDS}
     extracted = ",\n    ".join(f"{count(g, b)} AS {name}" for name, (g, b) in columns.items())
     totals = {g: " + ".join(name for name, (gender, _) in columns.items() if gender == g) for g in _VIEW_GENDERS}
+    ages = [column("unknown", b) for b in _VIEW_BANDS] if unknown_bands else []
+    extracted += "".join(f",\n    {unknown(b)} AS {name}" for b, name in zip(_VIEW_BANDS, ages, strict=False))
     return f"""CREATE VIEW hourly_counts AS
-SELECT hour_start, time_s, device, visitors, {", ".join(columns)},
+SELECT hour_start, time_s, device, visitors, {", ".join([*columns, *ages])},
     {", ".join(f"{total} AS {g}" for g, total in totals.items())},
     visitors - ({" + ".join(columns)}) AS unclassified,
     coverage, mean_dwell_s, frames
@@ -134,6 +148,11 @@ SCHEMA = Schema(
         state TEXT NOT NULL,
         received DOUBLE PRECISION NOT NULL
     )""",
+        ),
+        # 4: hourly_counts with the ages of visitors without a gender (HourlyRecord.unknown_bands).
+        (
+            "DROP VIEW hourly_counts",
+            {"sqlite": hourly_counts_view("sqlite", True), "postgresql": hourly_counts_view("postgresql", True)},
         ),
     ),
 )

@@ -52,13 +52,14 @@ def results(cursor, sql: str) -> list[tuple]:
 
 
 EXPECTED = {
-    # time, female, male, unclassified: the fixture's two hours, and a third of 5 visitors, 3 told.
+    # time, female, male, unclassified: the fixture's two hours, and a third of 5 visitors, 3 told
+    # and 1 of the other 2 with an age (0-9) but no gender.
     "Visitors per hour, by gender": [
         (1767603600.0, 2.0, 1.0, 0.0),
         (1767607200.0, 0.0, 0.0, 0.0),
         (1767610800.0, 2.0, 1.0, 2.0),
     ],
-    "Visitors by age band": [(0.0, 0.0, 2.0, 4.0, 0.0, 0.0, 0.0)],
+    "Visitors by age band": [(1.0, 0.0, 2.0, 4.0, 0.0, 0.0, 0.0)],
     "Per device": [("shop-1", 8.0, 4.0, 2.0, 2.0, 2 / 3)],
 }
 
@@ -68,7 +69,9 @@ def records(tmp_path):
     store = open_store(shutil.copy(FIXTURE, tmp_path))
     released = store.hourly()
     store.close()
-    return [*released, replace(released[0], hour="2026-01-05T11:00:00Z", visitors=5)]
+    ages = {"0-9": 1, "10-19": 0, "20-29": 0, "30-39": 0, "40-49": 0, "50-59": 0, "60+": 0}
+    third = replace(released[0], hour="2026-01-05T11:00:00Z", visitors=5, unknown=2, unknown_bands=ages)
+    return [*released, third]
 
 
 def test_the_dashboard_queries_on_sqlite(tmp_path, records):

@@ -147,7 +147,7 @@ FIXTURE_COUNTS = [
 ]
 BAND_COLUMNS = [
     f"{gender}_{band}"
-    for gender in ("female", "male")
+    for gender in ("female", "male", "unknown")  # unknown_*: version 4
     for band in ("0_9", "10_19", "20_29", "30_39", "40_49", "50_59", "60_plus")
 ]
 
@@ -197,7 +197,9 @@ def test_the_grafana_view_in_postgresql(released, postgres_url):
     import psycopg
 
     records = open_store(released["central"]).hourly()
-    untold = replace(records[0], hour="2026-01-05T11:00:00Z", visitors=5)  # 3 classified, 2 not
+    ages = {"0-9": 1, "10-19": 0, "20-29": 0, "30-39": 0, "40-49": 0, "50-59": 0, "60+": 0}
+    # 3 classified, 2 not, 1 of those with an age
+    untold = replace(records[0], hour="2026-01-05T11:00:00Z", visitors=5, unknown=2, unknown_bands=ages)
     open_store(postgres_url).close()
     with psycopg.connect(postgres_url, autocommit=True) as conn:  # as a release-0.1.0 central left it
         conn.execute("DROP VIEW hourly_counts")
@@ -213,7 +215,7 @@ def test_the_grafana_view_in_postgresql(released, postgres_url):
         "2026-01-05T10:00:00+00:00",
         "2026-01-05T11:00:00+00:00",
     ]
-    third = {**FIXTURE_COUNTS[0], "time_s": 1767610800, "visitors": 5, "unclassified": 2}
+    third = {**FIXTURE_COUNTS[0], "time_s": 1767610800, "visitors": 5, "unclassified": 2, "unknown_0_9": 1}
     assert rows == [expected_counts(row) for row in [*FIXTURE_COUNTS, third]]
 
 
