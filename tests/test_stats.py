@@ -8,7 +8,7 @@ from edge.cli.main import main
 from edge.cli.plot import plot
 from edge.cli.stats import device_table, read_hourly, tables
 from edge.daemon.store import EdgeStore
-from edge.wire.contract import HourlyRecord, empty_counts, encode
+from edge.wire.contract import AGE_BANDS, HourlyRecord, empty_counts, encode
 
 
 def record(hour: str, female: int = 0, male: int = 0, unclassified: int = 0, coverage: float = 1.0, device="shop-1"):
@@ -80,6 +80,16 @@ def test_table_has_a_line_per_hour_gap_lines_partial_marks_and_totals():
     # Columns line up: every hour row and the totals are as long as the header.
     rows = [line for line in lines if line.startswith(("2026", "total"))]
     assert {len(line.rstrip()) for line in rows} == {len(lines[2])}
+
+
+def test_ages_of_visitors_without_a_gender_are_told_under_the_table():
+    from dataclasses import replace
+
+    assert "no gender" not in device_table(RECORDS[:3])
+    bands = dict.fromkeys(AGE_BANDS, 0) | {"0-9": 2, "60+": 1}
+    unsure = replace(record("2026-01-05T14:00:00Z", female=1, unclassified=4), unknown=4, unknown_bands=bands)
+    last = device_table([*RECORDS[:3], unsure]).splitlines()[-1]
+    assert last == "not in the table, no gender (not sure) but an age read: 3 (0-9 2, 60+ 1)"
 
 
 def test_every_device_gets_its_own_table():
