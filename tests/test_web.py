@@ -479,6 +479,7 @@ def test_periods_and_day_totals_keep_the_ages_of_visitors_without_a_gender(sqlit
         assert status == 200
         row = body.decode().split(">not classified</th>", 1)[1].split("</tr>", 1)[0]
         assert row == "<td>2</td>" + "<td></td>" * (len(AGE_BANDS) - 1) + "<td>4</td>"
+        assert "those of them whose age was read" in body.decode()
 
 
 @pytest.mark.skipif(not SCREENS, reason="set AICCTV_SCREENS=DIR to save screenshots of every page")
