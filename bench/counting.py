@@ -29,7 +29,7 @@ from edge.daemon.config import EdgeConfig
 from edge.daemon.hourly import HourlyTally
 from edge.vision.sources import Frame
 from edge.wire.config import load
-from edge.wire.contract import AGE_BANDS, GENDERS, age_band
+from edge.wire.contract import AGE_BANDS, age_band
 
 
 def truth_at(truth: dict) -> dict[int, list[tuple[int, float, float, float, float]]]:
@@ -60,8 +60,8 @@ class ClipResult:
     unmatched_tracks: int
     per_visitor: list[tuple[bool, float]]
     per_frame: list[tuple[bool, float]]
-    # Of the matched visitors given a gender and band, per band: how many truly in it, how many
-    # the hourly record counts there, and how many have it as their likeliest band.
+    # Of the matched visitors whose age was read (with a gender or not), per band: how many truly
+    # in it, how many the hourly record counts there, and how many have it as their likeliest band.
     true_bands: Counter
     hourly_bands: Counter
     likeliest_bands: Counter
@@ -101,13 +101,13 @@ def evaluate_clip(clip: Path, analyzer: Analyzer, every: int = 1) -> ClipResult:
     source.close()
     matched = {v.track: votes[v.track].most_common(1)[0][0] for v in visitors if votes[v.track]}
     tracks_per_visitor = Counter(matched.values())
-    judged = [v for v in visitors if v.track in matched and v.gender is not None and v.age_band is not None]
+    aged = [v for v in visitors if v.track in matched and v.age_band is not None]
     tally = HourlyTally("bench")
-    for v in judged:
+    for v in aged:
         tally.visitor(replace(v, first_seen=0.0, entered=None))  # the clip as one hour
     hourly = Counter()
     for record in tally.close(0.0, final=True):
-        hourly.update({band: sum(record.counts[g][band] for g in GENDERS) for band in AGE_BANDS})
+        hourly.update({band: record.in_band(band) for band in AGE_BANDS})
     per_visitor = [
         (v.gender == _gender(gt[matched[v.track]]), abs(v.age - gt[matched[v.track]]["age"]))
         for v in visitors
@@ -121,9 +121,9 @@ def evaluate_clip(clip: Path, analyzer: Analyzer, every: int = 1) -> ClipResult:
         unmatched_tracks=len(visitors) - len(matched),
         per_visitor=per_visitor,
         per_frame=per_frame,
-        true_bands=Counter(age_band(gt[matched[v.track]]["age"]) for v in judged),
+        true_bands=Counter(age_band(gt[matched[v.track]]["age"]) for v in aged),
         hourly_bands=hourly,
-        likeliest_bands=Counter(v.age_band for v in judged),
+        likeliest_bands=Counter(v.age_band for v in aged),
     )
 
 
