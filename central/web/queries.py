@@ -329,8 +329,8 @@ class Period:
 
 
 def add_unknown_bands(into: dict[str, int], record: HourlyRecord) -> None:
-    """Add a record's visitors without a gender but with an age, by band (none before the field)."""
-    for band, n in (record.unknown_bands or {}).items():
+    """Add a record's visitors without a gender but with an age, by band."""
+    for band, n in record.without_gender.items():
         into[band] += n
 
 

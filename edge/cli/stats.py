@@ -179,7 +179,7 @@ def device_table(records: Sequence[HourlyRecord], tz: tzinfo | None = None) -> s
     ]
     if partial:
         out.append(f"{PARTIAL_MARK} partial hour ({partial}): the pipeline ran for only part of it (coverage < 100%)")
-    aged = {b: sum((r.unknown_bands or {}).get(b, 0) for r in records) for b in AGE_BANDS}
+    aged = {b: sum(r.without_gender[b] for r in records) for b in AGE_BANDS}
     if any(aged.values()):
         bands = ", ".join(f"{b} {n}" for b, n in aged.items() if n)
         out.append(f"not in the table, no gender (not sure) but an age read: {sum(aged.values())} ({bands})")

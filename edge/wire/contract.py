@@ -186,9 +186,14 @@ class HourlyRecord:
     unknown_bands: dict[str, int] | None = None
     schema: int = SCHEMA_VERSION
 
+    @property
+    def without_gender(self) -> dict[str, int]:
+        """`unknown_bands` with every band, zeros where the record has none."""
+        return self.unknown_bands or dict.fromkeys(AGE_BANDS, 0)
+
     def in_band(self, band: str) -> int:
         """The visitors in age band `band`, with a gender (`counts`) or without (`unknown_bands`)."""
-        return sum(self.counts[g][band] for g in GENDERS) + (self.unknown_bands or {}).get(band, 0)
+        return sum(self.counts[g][band] for g in GENDERS) + self.without_gender[band]
 
     def validate(self) -> HourlyRecord:
         check_device_id(self.device)
