@@ -45,6 +45,10 @@ def apportion(masses: Sequence[float], total: int) -> list[int]:
     return counts
 
 
+def _by_band(masses: Sequence[float], total: int) -> dict[str, int]:
+    return dict(zip(AGE_BANDS, apportion(masses, total), strict=True))
+
+
 def _as_counted(counts: dict[str, dict[str, int]]) -> dict[str, list[float]]:
     """Band masses for an hour snapshotted by a daemon that kept none: its visitors as counted."""
     return {gender: [float(counts[gender][band]) for band in AGE_BANDS] for gender in GENDERS}
@@ -167,18 +171,13 @@ class HourlyTally:
             device=self.device,
             hour=hour_start(hour.start),
             visitors=hour.visitors,
-            counts={
-                g: dict(zip(AGE_BANDS, apportion(hour.masses[g], sum(hour.counts[g].values())), strict=True))
-                for g in GENDERS
-            },
+            counts={g: _by_band(hour.masses[g], sum(hour.counts[g].values())) for g in GENDERS},
             mean_dwell_s=round(hour.dwell_s / hour.visitors, 2) if hour.visitors else 0.0,
             frames=hour.frames,
             coverage=round(min(hour.covered_s / HOUR, 1.0), 4),
             revision=hour.revision,
             unknown=hour.unknown,
-            unknown_bands=dict(zip(AGE_BANDS, apportion(hour.unsure_masses, hour.unsure), strict=True))
-            if hour.unsure
-            else None,
+            unknown_bands=_by_band(hour.unsure_masses, hour.unsure) if hour.unsure else None,
             visitors_in=hour.visitors if self.entry_line else None,
             passing=hour.passing if self.entry_line else None,
         ).validate()
