@@ -4,6 +4,7 @@ analyze` runs it on a still) on FairFace's balanced development photos
 
     python -m bench.fairface [--data ../shared/datasets/fairface-dev] [--model FILE.tflite]
                              [--margin M] [--dump predictions.jsonl]
+    python -m bench.fairface --load NEW.jsonl --margin M --against OLD.jsonl --against-margin M2
 
 The labelled person is the face nearest the photo's centre. A photo whose face is not found, or
 is found but not judged ("not sure", see `vision.gender_margin`), counts against "judged" and
@@ -12,6 +13,8 @@ Age is scored in the FairFace band (0-2, 3-9, …, 70+: the band of the mean age
 …, 60+: the likeliest band, as the product reports it), the latter also per true band with the
 bands its misses were placed in; and the mix of ages, as an owner reads it from many visitors.
 The bars' figures come with their 95 % interval: on 270 photos a figure is known to a few points.
+Two models are compared photo by photo (`--against`): the photos only one of them gets right,
+and the exact McNemar p-value of that split (under about 0.05: a difference 270 photos can see).
 
 Measure with it; never train on these photos or pick a model by many trials on them (one photo is
 0.4 points).
@@ -131,6 +134,40 @@ def wilson(right: int, total: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def mcnemar(only_this: int, only_that: int) -> float:
+    """The exact two-sided McNemar p-value: how likely two equally good models, each right on
+    photos the other gets wrong, split those photos at least this unevenly."""
+    n = only_this + only_that
+    tail = sum(math.comb(n, k) for k in range(min(only_this, only_that) + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
+def paired(
+    this: list[Prediction], that: list[Prediction], margin: float, that_margin: float
+) -> dict[str, tuple[int, int, int, int]]:
+    """Two models' predictions for the same photos, compared photo by photo: for a right gender
+    (judged and right; "right of judged" has a different denominator per model, so it cannot be
+    paired) and our band, (right here, right there, right only here, right only there)."""
+    if sorted(p.file for p in this) != sorted(p.file for p in that):
+        raise ValueError("the two sets of predictions are not of the same photos")
+    truth = {True: "female", False: "male"}
+    theirs = {p.file: p for p in that}
+    checks = {
+        "right gender": lambda p, m: p.gender(m) == truth[p.female],
+        "our band": lambda p, m: p.age_band == OURS.get(p.band, p.band),
+    }
+    out = {}
+    for name, right in checks.items():
+        pairs = [(right(p, margin), right(theirs[p.file], that_margin)) for p in this]
+        out[name] = (
+            sum(a for a, _ in pairs),
+            sum(b for _, b in pairs),
+            sum(a and not b for a, b in pairs),
+            sum(b and not a for a, b in pairs),
+        )
+    return out
+
+
 def figures(predictions: list[Prediction], margin: float) -> dict[str, tuple[int, int]]:
     """Each figure as (right, out of): gender of all photos and of the judged ones, per true
     gender, per FairFace band and for children; judged share; age in the FairFace band and ours."""
@@ -223,14 +260,30 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--dump", type=Path, help="write each photo's prediction here (JSON lines)")
     parser.add_argument("--load", type=Path, help="score predictions written by --dump instead of running the model")
+    parser.add_argument(
+        "--against",
+        type=Path,
+        metavar="DUMP",
+        help="also compare, photo by photo, with another model's predictions written by --dump: whether "
+        "270 photos can tell the two apart at all",
+    )
+    parser.add_argument(
+        "--against-margin", type=float, metavar="M", help="that model's gender margin (default: --margin)"
+    )
     args = parser.parse_args(argv)
-    if not (0.0 <= args.margin < 0.5):
-        parser.error("--margin must be in [0, 0.5)")
-    if args.load:
+    if args.against_margin is None:
+        args.against_margin = args.margin
+    if not (0.0 <= args.margin < 0.5 and 0.0 <= args.against_margin < 0.5):
+        parser.error("--margin and --against-margin must be in [0, 0.5)")
+
+    def load(path: Path) -> list[Prediction]:
         try:
-            predictions = [Prediction(**json.loads(line)) for line in args.load.read_text().splitlines() if line]
+            return [Prediction(**json.loads(line)) for line in path.read_text().splitlines() if line]
         except (OSError, UnicodeDecodeError, ValueError, TypeError) as e:
-            parser.error(f"cannot read predictions from {args.load} ({e}): pass a file written by --dump")
+            parser.error(f"cannot read predictions from {path} ({e}): pass a file written by --dump")
+
+    if args.load:
+        predictions = load(args.load)
     else:
         if not (args.data / "labels.json").is_file():
             parser.error(f"{args.data / 'labels.json'} not found: pass --data, the fairface-dev folder")
@@ -238,6 +291,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.dump:
         args.dump.write_text("".join(json.dumps(p.__dict__) + "\n" for p in predictions))
     print(report(predictions, args.margin))
+    if args.against:
+        try:
+            compared = paired(predictions, load(args.against), args.margin, args.against_margin)
+        except ValueError as e:
+            parser.error(f"--against {args.against}: {e}")
+        print(f"against {args.against} (margin {args.against_margin}), photo by photo:")
+        for name, (here, there, only_here, only_there) in compared.items():
+            print(
+                f"  {name:<13} {here} against {there} photos; right only here {only_here}, only there "
+                f"{only_there}; exact McNemar p = {mcnemar(only_here, only_there):.2f}"
+            )
 
 
 if __name__ == "__main__":

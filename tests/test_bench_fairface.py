@@ -82,3 +82,42 @@ def test_the_bars_figures_come_with_their_95_percent_interval(tmp_path: Path, ca
     line = next(x for x in capsys.readouterr().out.splitlines() if "95 % intervals" in x)
     # No child among the photos: no interval for children, not a division by zero.
     assert "right of judged 20.7–100.0 %" in line and "children" not in line
+
+
+def test_two_models_are_compared_photo_by_photo(tmp_path: Path, capsys):
+    from bench.fairface import mcnemar
+
+    assert mcnemar(0, 0) == 1.0 and mcnemar(5, 5) == 1.0
+    assert round(mcnemar(0, 10), 4) == 0.002 and round(mcnemar(2, 8), 3) == 0.109
+    row = {"band": "30-39", "age": 35.0, "age_band": "30-39"}
+    this = [
+        row | {"file": "1.jpg", "female": True, "p_female": 0.9},
+        row | {"file": "2.jpg", "female": False, "p_female": 0.55, "age_band": "20-29"},
+    ]
+    that = [
+        row | {"file": "2.jpg", "female": False, "p_female": 0.1},
+        row | {"file": "1.jpg", "female": True, "p_female": 0.58},
+    ]
+
+    def compared(*extra: str) -> list[str]:
+        main(["--load", str(a), "--margin", "0.1", "--against", str(b), *extra])
+        return [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()[-3:]]
+
+    a, b = dump(tmp_path / "a.jsonl", this), dump(tmp_path / "b.jsonl", that)
+    # At 0.1, photo 2 is "not sure" here and photo 1 there: one right gender each, never on the same photo.
+    assert compared() == [
+        f"against {b} (margin 0.1), photo by photo:",
+        "right gender 1 against 1 photos; right only here 1, only there 1; exact McNemar p = 1.00",
+        "our band 1 against 2 photos; right only here 0, only there 1; exact McNemar p = 1.00",
+    ]
+    # With that model's own, smaller margin photo 1 is judged there too.
+    assert compared("--against-margin", "0.05")[1].startswith("right gender 1 against 2 photos; right only here 0,")
+
+
+def test_predictions_of_other_photos_are_refused_in_one_line(tmp_path: Path, capsys):
+    rows = [{"file": "1.jpg", "band": "3-9", "female": True, "p_female": 0.9, "age": 6.0, "age_band": "0-9"}]
+    other = [rows[0] | {"file": "2.jpg"}]
+    with pytest.raises(SystemExit) as exit:
+        main(["--load", str(dump(tmp_path / "a.jsonl", rows)), "--against", str(dump(tmp_path / "b.jsonl", other))])
+    assert exit.value.code == 2
+    assert "not of the same photos" in capsys.readouterr().err
