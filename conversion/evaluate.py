@@ -194,9 +194,9 @@ def evaluate(models: dict[str, Path], flip: bool, cache: Path = DEFAULT_CACHE) -
             first = photos.age_first[held_out]
             band_right = (band == age_band_index(first)) if (first >= 0).all() else None
             out[set_name]["by_turn"] = by_turn(right, band_right, head_turn(photos.keypoints[held_out]))
-            race = photos.race[held_out]
-            if (race >= 0).all():
-                out[set_name]["by_race"] = by_group(right, band_right, race, list(RACES))
+            photo_race = photos.race[held_out]
+            if (photo_race >= 0).all():
+                out[set_name]["by_race"] = by_group(right, band_right, photo_race, list(RACES))
             if band_right is not None:
                 out[set_name]["our_age_band"] = float(band_right.mean())
                 out[set_name]["age_mix"] = age_mix_error(masses, age_band_index(first))

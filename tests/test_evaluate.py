@@ -1,6 +1,8 @@
 """conversion.evaluate's figures weighted as fairface-dev is built (each age band x gender alike), and
 by how far the face is turned."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -117,6 +119,23 @@ def test_the_report_scores_real_photos_by_head_turn_and_race(tmp_path):
     assert "[fairface] age mix off: likeliest / summed" in text and "[lfw] age mix" not in text
     for mix in (results["models"]["int8"]["age_mix"], fairface["age_mix"]):
         assert 0 <= mix["likeliest"] <= 1 and 0 <= mix["summed"] <= 1
+
+
+def test_every_model_is_scored_on_the_same_faces_race_by_race(tmp_path):
+    """Two models, as the pipeline evaluates float32 and int8: the second one's UTKFace race
+    groups are UTKFace's, not the last real photo set's (that crashed the pipeline once All-Age-
+    Faces, another size, was prepared)."""
+    from conftest import write_caches
+
+    from conversion.evaluate import evaluate
+    from edge.vision.model_files import AGE_GENDER_MODEL, model_path
+
+    write_caches(tmp_path, fairface=True)
+    model = model_path(AGE_GENDER_MODEL)
+    results = evaluate({"first": model, "second": model}, flip=False, cache=tmp_path)
+    # As JSON: an empty group's figures are NaN, which equals no other NaN.
+    first, second = (json.dumps(results["models"][name]["by_race"]) for name in ("first", "second"))
+    assert first == second
 
 
 def test_the_age_mix_error_is_how_many_people_are_read_into_the_wrong_band():
