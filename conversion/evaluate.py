@@ -10,7 +10,8 @@ held-out people, FairFace's val photos), gender of women and men and, with ages,
 age band, and the same weighted as fairface-dev is built (`balanced`), and both by how far the
 face is turned aside (`head_turn`) and by race group where the set has one; how far the mix of age
 bands read from the estimates sits from the true mix, counting likeliest bands or summing band
-probabilities as the hourly record does (`age_mix_error`); and per-face latency on one thread.
+probabilities as the hourly record does (`age_mix_error`); on real sets with ages, the mean age read
+per true band beside the true mean (`age_read_by_band`); and per-face latency on one thread.
 Models run through the product's own `edge.classify.AgeGenderModel`.
 """
 
@@ -120,6 +121,16 @@ def by_group(right: np.ndarray, band_right: np.ndarray | None, group: np.ndarray
     return out
 
 
+def age_read_by_band(age: np.ndarray, middle: np.ndarray) -> dict[str, list[float] | None]:
+    """Per true band of ours, the mean age the model reads and the mean true age (a band's middle
+    where the set gives bands): where estimates lean towards the training set's common ages."""
+    true_band = age_band_index(middle)
+    return {
+        name: [float(age[mine].mean()), float(middle[mine].mean())] if (mine := true_band == i).any() else None
+        for i, name in enumerate(AGE_BANDS)
+    }
+
+
 def by_turn(right: np.ndarray, band_right: np.ndarray | None, turn: np.ndarray) -> dict:
     """Faces grouped by `head_turn`: where real photos fail."""
     group = np.searchsorted(TURN_EDGES, turn, side="right")
@@ -200,6 +211,8 @@ def evaluate(models: dict[str, Path], flip: bool, cache: Path = DEFAULT_CACHE) -
             if band_right is not None:
                 out[set_name]["our_age_band"] = float(band_right.mean())
                 out[set_name]["age_mix"] = age_mix_error(masses, age_band_index(first))
+                middle = (first + photos.age_last[held_out]) / 2
+                out[set_name]["age_read"] = age_read_by_band(age, middle)
                 out[set_name]["balanced"] = balanced(p_female, band, truth, first, VisionConfig.gender_margin)
                 rule = gender_margin(p_female, truth, first)
                 out[set_name]["rule"] = None if rule is None else balanced(p_female, band, truth, first, rule)
@@ -251,6 +264,15 @@ def report(results: dict) -> str:
             if "our_age_band" in first:
                 row(f"[{set_name}] age in our band", [f"{100 * m[set_name]['our_age_band']:.1f} %" for m in models])
                 mix_row(f"[{set_name}] ", [m[set_name] for m in models])
+                row(f"[{set_name}] age read (true), per band", [""] * len(models))
+                for band in first["age_read"]:
+                    row(
+                        f"[{set_name}]   {band}",
+                        [
+                            "-" if (c := m[set_name]["age_read"][band]) is None else f"{c[0]:.1f} y ({c[1]:.1f})"
+                            for m in models
+                        ],
+                    )
             if "balanced" in first:
                 pairs = (
                     (f"margin {first['balanced']['margin']}", "judged", "right_of_judged", "{:.1f} % judged, {:.1f} %"),

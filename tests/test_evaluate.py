@@ -117,6 +117,7 @@ def test_the_report_scores_real_photos_by_head_turn_and_race(tmp_path):
     assert f"[fairface]   head turn 0-0.1 ({len(FACE_FILES)})" in text
     assert "[fairface]   head turn 0.3+ (0)" in text
     assert "[fairface] age mix off: likeliest / summed" in text and "[lfw] age mix" not in text
+    assert "[fairface] age read (true), per band" in text and "[lfw] age read" not in text
     for mix in (results["models"]["int8"]["age_mix"], fairface["age_mix"]):
         assert 0 <= mix["likeliest"] <= 1 and 0 <= mix["summed"] <= 1
 
@@ -151,3 +152,12 @@ def test_the_age_mix_error_is_how_many_people_are_read_into_the_wrong_band():
     # Weighted: the thirties count three times, so the truth is a quarter twenties.
     weights = np.array([1.0] * 4 + [3.0] * 4)
     assert age_mix_error(masses, truth, weights) == pytest.approx({"likeliest": 0.75, "summed": 0.35})
+
+
+def test_the_age_read_per_band_is_the_mean_estimate_beside_the_mean_truth():
+    from conversion.evaluate import age_read_by_band
+
+    read = age_read_by_band(np.array([5.0, 9.0, 30.0, 40.0]), np.array([4.0, 6.0, 45.0, 45.0]))
+    assert read["0-9"] == [7.0, 5.0]
+    assert read["40-49"] == [35.0, 45.0]  # the middle-aged read young
+    assert read["20-29"] is None
