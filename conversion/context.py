@@ -71,9 +71,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--sizes must be 16 px or more and --photos at least 1")
     try:
         sets: dict[str, Prepared | Photos] = {"utkface": Prepared.load(args.cache)}
-    except FileNotFoundError as error:
+        sets |= {name: Photos.load(name, args.cache) for name in DEFAULT_DATA if Photos.prepared(name, args.cache)}
+    except FileNotFoundError as error:  # a cache missing or unreadable (`conversion.data.CacheError`)
         parser.error(str(error))
-    sets |= {name: Photos.load(name, args.cache) for name in DEFAULT_DATA if Photos.prepared(name, args.cache)}
     model = AgeGenderModel(args.model, num_threads=1, flip=True)
 
     for name, data in sets.items():

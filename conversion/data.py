@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,26 @@ def age_mix_error(masses: np.ndarray, truth: np.ndarray, weights: np.ndarray | N
     }
 
 
+class CacheError(FileNotFoundError):
+    """A cache folder that is missing, or not as `conversion.prepare` or `conversion.photos` wrote
+    it (cut short, or another file in its place): either way the remedy is to make it again, so
+    every caller that already handles a missing cache handles this one too."""
+
+
+def load_cache(folder: Path, command: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A cache folder's labels (`meta.npz`, as arrays) and images (`images.npy`, memory-mapped),
+    or a `CacheError` naming the `command` that makes it."""
+    try:
+        with np.load(folder / "meta.npz") as meta:
+            arrays = {k: meta[k] for k in meta.files}
+        images = np.load(folder / "images.npy", mmap_mode="r")
+    except FileNotFoundError as error:
+        raise CacheError(f"{error.filename} missing: run `{command}` first") from error
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise CacheError(f"{folder} is not a readable cache ({error}): run `{command}` again") from error
+    return arrays, images
+
+
 @dataclass
 class Prepared:
     """The prepared cache: images (N, 200, 200, 3) BGR uint8 (memory-mapped), labels and keypoints."""
@@ -61,12 +82,8 @@ class Prepared:
 
     @classmethod
     def load(cls, cache: Path = DEFAULT_CACHE) -> Prepared:
-        meta_path = cache / "utkface" / "meta.npz"
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{meta_path} missing: run `python -m conversion.prepare` first")
-        meta = np.load(meta_path)
-        images = np.load(cache / "utkface" / "images.npy", mmap_mode="r")
-        return cls(images=images, **{k: meta[k] for k in meta.files})
+        arrays, images = load_cache(cache / "utkface", "python -m conversion.prepare")
+        return cls(images=images, **arrays)
 
     def split(self, validation: bool) -> np.ndarray:
         return np.flatnonzero(self.validation == validation)

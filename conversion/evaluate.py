@@ -333,7 +333,10 @@ def main(argv: list[str] | None = None) -> None:
     models = {"int8": args.int8_model}
     if args.float_model:
         models = {"float32": args.float_model, **models}
-    results = evaluate(models, flip=not args.no_flip, cache=args.cache)
+    try:
+        results = evaluate(models, flip=not args.no_flip, cache=args.cache)
+    except FileNotFoundError as error:  # a cache missing or unreadable (`conversion.data.CacheError`)
+        parser.error(str(error))
     print(report(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

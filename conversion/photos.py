@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from conversion.data import DEFAULT_CACHE, RACES
+from conversion.data import DEFAULT_CACHE, RACES, load_cache
 from conversion.prepare import SOURCES, find_keypoints
 
 WORK = Path(__file__).resolve().parents[2]
@@ -102,12 +102,8 @@ class Photos:
 
     @classmethod
     def load(cls, name: str, cache: Path = DEFAULT_CACHE) -> Photos:
-        meta_path = cache / name / "meta.npz"
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{meta_path} missing: run `python -m conversion.photos {name}` first")
-        meta = np.load(meta_path)
-        images = np.load(cache / name / "images.npy", mmap_mode="r")
-        return cls(images=images, **{k: meta[k] for k in meta.files})
+        arrays, images = load_cache(cache / name, f"python -m conversion.photos {name}")
+        return cls(images=images, **arrays)
 
     @staticmethod
     def prepared(name: str, cache: Path = DEFAULT_CACHE) -> bool:

@@ -1,5 +1,6 @@
 """Reading real photo sets' labels for training (`conversion.photos`)."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +67,19 @@ def test_photos_of_other_shapes_are_padded_to_squares_not_squeezed():
     assert square.shape == (340, 340, 3)
     assert (square[:, :21] == 50).all() and (square[:, 170] == 255).all()
     assert _square(square, 170).shape == (170, 170, 3)
+
+
+@pytest.mark.parametrize("meta", [None, b"garbage", b"PK\x03\x04 cut short"])
+def test_a_missing_or_broken_cache_names_the_command_that_makes_it(tmp_path: Path, meta: bytes | None):
+    """Missing, written by something else, or cut short: one error that says how to make it again."""
+    from conversion.data import CacheError, Prepared
+    from conversion.photos import Photos
+
+    for folder in (tmp_path / "utkface", tmp_path / "lfw"):
+        folder.mkdir()
+        if meta is not None:
+            (folder / "meta.npz").write_bytes(meta)
+    with pytest.raises(CacheError, match=re.escape("run `python -m conversion.prepare`")):
+        Prepared.load(tmp_path)
+    with pytest.raises(CacheError, match=re.escape("run `python -m conversion.photos lfw`")):
+        Photos.load("lfw", tmp_path)
