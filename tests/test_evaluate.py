@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from conversion.evaluate import balanced, gender_margin
+from conversion.evaluate import balanced, bar_odds, gender_margin
 
 
 def test_every_band_and_gender_weighs_alike_however_many_photos_it_has():
@@ -161,3 +161,45 @@ def test_the_age_read_per_band_is_the_mean_estimate_beside_the_mean_truth():
     assert read["0-9"] == [7.0, 5.0]
     assert read["40-49"] == [35.0, 45.0]  # the middle-aged read young
     assert read["20-29"] is None
+
+
+def dev_like(n_per_cell: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Photos in every FairFace age band (their first years) x gender, `n_per_cell` each."""
+    firsts = np.array([0, 3, 10, 20, 30, 40, 50, 60, 70])
+    first = np.repeat(firsts, 2 * n_per_cell)
+    female = np.tile(np.repeat([0, 1], n_per_cell), len(firsts))
+    return first, female
+
+
+def test_a_model_right_and_sure_on_every_photo_meets_every_bar_on_every_draw():
+    first, female = dev_like()
+    p_female = np.where(female == 1, 0.95, 0.05)
+    odds = bar_odds(p_female, female, first, np.array([0.0, 0.1]), draws=50)
+    assert odds == {0.0: dict.fromkeys(("judged", "right_of_judged", "children_0_9", "women_men", "all"), 1.0)} | {
+        0.1: dict.fromkeys(("judged", "right_of_judged", "children_0_9", "women_men", "all"), 1.0)
+    }
+
+
+def test_wrong_children_fail_their_bar_alone_and_a_margin_past_every_face_fails_judged():
+    first, female = dev_like()
+    right = np.where(female == 1, 0.95, 0.05)
+    p_female = np.where(first < 10, 1 - right, right)  # every child wrong, every adult right
+    odds = bar_odds(p_female, female, first, np.array([0.0, 0.46]), draws=50)
+    # 2 of 9 bands are children: 78 % right of judged falls short of 90 % as well.
+    assert odds[0.0] == {"judged": 1.0, "right_of_judged": 0.0, "children_0_9": 0.0, "women_men": 1.0, "all": 0.0}
+    # Nobody judged: nothing shown right, so every bar but nothing-to-compare fails.
+    assert odds[0.46]["judged"] == 0.0 and odds[0.46]["all"] == 0.0
+
+
+def test_a_margin_that_leaves_the_unsure_mistakes_unjudged_raises_the_odds():
+    first, female = dev_like(n_per_cell=8)
+    p_female = np.where(female == 1, 0.9, 0.1)
+    # One photo in eight wrong but unsure (p 0.45 or 0.55): a margin of 0.1 sets them aside.
+    unsure = np.arange(len(first)) % 8 == 0
+    p_female[unsure] = np.where(female[unsure] == 1, 0.45, 0.55)
+    odds = bar_odds(p_female, female, first, np.array([0.0, 0.1]), draws=400)
+    # Judged alike, 87.5 % right: short of 90 % on most draws.
+    assert odds[0.0]["judged"] == 1.0 and odds[0.0]["right_of_judged"] < 0.3
+    # All judged right, on the draws that leave 85 % of the faces judged.
+    assert odds[0.1]["right_of_judged"] == 1.0 and odds[0.1]["judged"] > 0.7
+    assert odds[0.1]["all"] > odds[0.0]["all"] + 0.4
