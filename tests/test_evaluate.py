@@ -174,10 +174,23 @@ def dev_like(n_per_cell: int = 3) -> tuple[np.ndarray, np.ndarray]:
 def test_a_model_right_and_sure_on_every_photo_meets_every_bar_on_every_draw():
     first, female = dev_like()
     p_female = np.where(female == 1, 0.95, 0.05)
-    odds = bar_odds(p_female, female, first, np.array([0.0, 0.1]), draws=50)
-    assert odds == {0.0: dict.fromkeys(("judged", "right_of_judged", "children_0_9", "women_men", "all"), 1.0)} | {
-        0.1: dict.fromkeys(("judged", "right_of_judged", "children_0_9", "women_men", "all"), 1.0)
-    }
+    every_band_right = np.ones(len(first), bool)
+    odds = bar_odds(p_female, female, first, np.array([0.0, 0.1]), every_band_right, draws=50)
+    bars = ("judged", "right_of_judged", "children_0_9", "women_men", "gender", "our_age_band", "all")
+    assert odds == {0.0: dict.fromkeys(bars, 1.0), 0.1: dict.fromkeys(bars, 1.0)}
+
+
+def test_the_age_bar_is_met_on_the_draws_with_six_in_ten_bands_right():
+    first, female = dev_like(n_per_cell=10)
+    p_female = np.where(female == 1, 0.95, 0.05)
+    # Exactly 6 in 10 of every cell in our band: every draw near 60 %, about half of them at or over it.
+    band_right = np.arange(len(first)) % 10 < 6
+    odds = bar_odds(p_female, female, first, np.array([0.1]), band_right, draws=400)[0.1]
+    assert odds["gender"] == 1.0
+    assert 0.3 < odds["our_age_band"] < 0.7
+    assert odds["all"] == odds["our_age_band"]
+    # Without band answers, no age bar and no "all".
+    assert "all" not in bar_odds(p_female, female, first, np.array([0.1]), draws=10)[0.1]
 
 
 def test_wrong_children_fail_their_bar_alone_and_a_margin_past_every_face_fails_judged():
@@ -186,9 +199,9 @@ def test_wrong_children_fail_their_bar_alone_and_a_margin_past_every_face_fails_
     p_female = np.where(first < 10, 1 - right, right)  # every child wrong, every adult right
     odds = bar_odds(p_female, female, first, np.array([0.0, 0.46]), draws=50)
     # 2 of 9 bands are children: 78 % right of judged falls short of 90 % as well.
-    assert odds[0.0] == {"judged": 1.0, "right_of_judged": 0.0, "children_0_9": 0.0, "women_men": 1.0, "all": 0.0}
+    assert odds[0.0] == {"judged": 1.0, "right_of_judged": 0.0, "children_0_9": 0.0, "women_men": 1.0, "gender": 0.0}
     # Nobody judged: nothing shown right, so every bar but nothing-to-compare fails.
-    assert odds[0.46]["judged"] == 0.0 and odds[0.46]["all"] == 0.0
+    assert odds[0.46]["judged"] == 0.0 and odds[0.46]["gender"] == 0.0
 
 
 def test_a_margin_that_leaves_the_unsure_mistakes_unjudged_raises_the_odds():
@@ -202,4 +215,4 @@ def test_a_margin_that_leaves_the_unsure_mistakes_unjudged_raises_the_odds():
     assert odds[0.0]["judged"] == 1.0 and odds[0.0]["right_of_judged"] < 0.3
     # All judged right, on the draws that leave 85 % of the faces judged.
     assert odds[0.1]["right_of_judged"] == 1.0 and odds[0.1]["judged"] > 0.7
-    assert odds[0.1]["all"] > odds[0.0]["all"] + 0.4
+    assert odds[0.1]["gender"] > odds[0.0]["gender"] + 0.4
