@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from conversion.evaluate import balanced, bar_odds, gender_margin
+from conversion.evaluate import balanced, bar_odds, gender_margin, odds_margin
 
 
 def test_every_band_and_gender_weighs_alike_however_many_photos_it_has():
@@ -216,3 +216,11 @@ def test_a_margin_that_leaves_the_unsure_mistakes_unjudged_raises_the_odds():
     # All judged right, on the draws that leave 85 % of the faces judged.
     assert odds[0.1]["right_of_judged"] == 1.0 and odds[0.1]["judged"] > 0.7
     assert odds[0.1]["gender"] > odds[0.0]["gender"] + 0.4
+
+
+def test_the_margin_to_set_is_the_smallest_about_as_good_as_the_best():
+    odds = {m: {"gender": g} for m, g in ((0.1, 0.39), (0.11, 0.435), (0.12, 0.42), (0.145, 0.44), (0.2, 0.05))}
+    assert odds_margin(odds) == 0.11
+    assert odds_margin(odds, slack=0.0) == 0.145
+    # Within a point of the best counts, the edge included.
+    assert odds_margin({0.1: {"gender": 0.43}, 0.2: {"gender": 0.44}}) == 0.1
