@@ -88,12 +88,16 @@ def figures(
     }
 
 
+def dev_cells(first: np.ndarray, female: np.ndarray) -> np.ndarray:
+    """Each photo's cell of fairface-dev's design: its FairFace age band (an age in years counts in
+    the band holding it) x gender. Dev holds DEV_PER_CELL photos of every cell."""
+    return np.searchsorted(FAIRFACE_BAND_STARTS, first, side="right") * 2 + np.asarray(female)
+
+
 def balanced_weights(first: np.ndarray, female: np.ndarray) -> np.ndarray:
-    """Per-photo weights, summing to 1, under which every FairFace age band (an age in years counts
-    in the band holding it) x gender weighs alike, as fairface-dev is built (15 women and 15 men
-    per FairFace band)."""
-    fairface_band = np.searchsorted(FAIRFACE_BAND_STARTS, first, side="right")
-    _, cell, count = np.unique(fairface_band * 2 + female, return_inverse=True, return_counts=True)
+    """Per-photo weights, summing to 1, under which every cell of fairface-dev's design
+    (`dev_cells`) weighs alike."""
+    _, cell, count = np.unique(dev_cells(first, female), return_inverse=True, return_counts=True)
     weights = 1.0 / count[cell]
     return weights / weights.sum()
 
@@ -182,12 +186,15 @@ def bar_odds(
     them about as often as not when the model sits at it; this says how likely a model is to meet
     the bars on a set like dev that it has not seen, which is what a candidate or a margin should
     be chosen for."""
-    fairface_band = np.searchsorted(FAIRFACE_BAND_STARTS, first, side="right")
-    cells = [np.flatnonzero((fairface_band == b) & (female == g)) for b in np.unique(fairface_band) for g in (0, 1)]
+    cell = dev_cells(first, female)
+    members = [np.flatnonzero(cell == c) for c in np.unique(cell)]
     rng = np.random.default_rng(seed)
-    drawn = np.stack([np.concatenate([rng.choice(c, DEV_PER_CELL) for c in cells if len(c)]) for _ in range(draws)])
+    drawn = np.stack([np.concatenate([rng.choice(m, DEV_PER_CELL) for m in members]) for _ in range(draws)])
     right, sure = ((p_female >= 0.5) == (female == 1))[drawn], np.abs(p_female - 0.5)[drawn]
-    child, woman = (first < 10)[drawn], (female == 1)[drawn]
+    every, child, woman = np.ones_like(right), (first < 10)[drawn], (female == 1)[drawn]
+    man = ~woman
+    # The age bar does not depend on the margin.
+    band_met = None if band_right is None else band_right[drawn].mean(1) >= BAND_BAR
 
     def right_among(judged: np.ndarray, among: np.ndarray) -> np.ndarray:
         # A draw with none of `among` judged fails the bar: nothing was shown to be right.
@@ -197,24 +204,23 @@ def bar_odds(
     out = {}
     for margin in margins:
         judged = sure >= margin
-        every = np.ones_like(judged)
         bars = {
             "judged": judged.mean(1) >= JUDGED_BAR,
             "right_of_judged": right_among(judged, every) >= RIGHT_OF_JUDGED,
             "children_0_9": right_among(judged, child) >= CHILDREN_BAR,
-            "women_men": np.abs(right_among(judged, woman) - right_among(judged, ~woman)) <= WOMEN_MEN_GAP,
+            "women_men": np.abs(right_among(judged, woman) - right_among(judged, man)) <= WOMEN_MEN_GAP,
         }
         bars["gender"] = np.logical_and.reduce(list(bars.values()))
-        if band_right is not None:
-            bars["our_age_band"] = band_right[drawn].mean(1) >= BAND_BAR
-            bars["all"] = bars["gender"] & bars["our_age_band"]
+        if band_met is not None:
+            bars["our_age_band"] = band_met
+            bars["all"] = bars["gender"] & band_met
         out[float(margin)] = {k: float(v.mean()) for k, v in bars.items()}
     return out
 
 
 def odds_margin(odds: dict[float, dict[str, float]], slack: float = ODDS_SLACK) -> float:
     """The margin to set from `bar_odds`: the smallest whose odds of meeting the four gender bars
-    are within `slack` of the best. The best alone is picked from the same draws, so it leans to
+    are within `slack` of the best (0: the best itself). The best alone is picked from the same draws, so it leans to
     whichever margin they happen to favour, and a larger margin judges fewer visitors; among
     margins that do about as well, the one judging most is the owner's."""
     best = max(cell["gender"] for cell in odds.values())
@@ -289,11 +295,14 @@ def evaluate(models: dict[str, Path], flip: bool, cache: Path = DEFAULT_CACHE) -
                 rule = gender_margin(p_female, truth, first)
                 out[set_name]["rule"] = None if rule is None else balanced(p_female, band, truth, first, rule)
                 odds = bar_odds(p_female, truth, first, MARGIN_STEPS, band_right)
-                best = max(odds, key=lambda m: odds[m]["gender"])
                 default = min(odds, key=lambda m: abs(m - VisionConfig.gender_margin))
                 out[set_name]["bar_odds"] = {
                     which: {"margin": m, **odds[m]}
-                    for which, m in (("default", default), ("best", best), ("rule", odds_margin(odds)))
+                    for which, m in (
+                        ("default", default),
+                        ("best", odds_margin(odds, 0.0)),
+                        ("rule", odds_margin(odds)),
+                    )
                 }
             # What `vision.gender_margin` would give here: the share judged, and right of those.
             sure = np.abs(p_female - 0.5)[None] >= np.array(MARGINS)[:, None]
