@@ -35,6 +35,7 @@ import numpy as np
 
 from conversion.data import age_mix_error
 from edge.vision.config import VisionConfig
+from edge.vision.runtime import ModelError
 from edge.wire.contract import AGE_BANDS, judged_gender
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "fairface-dev"
@@ -287,7 +288,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         if not (args.data / "labels.json").is_file():
             parser.error(f"{args.data / 'labels.json'} not found: pass --data, the fairface-dev folder")
-        predictions = predict(args.data, replace(VisionConfig(), gender_margin=0.0), args.model)
+        try:
+            predictions = predict(args.data, replace(VisionConfig(), gender_margin=0.0), args.model)
+        except (FileNotFoundError, ModelError) as e:
+            parser.error(str(e))
     if args.dump:
         args.dump.write_text("".join(json.dumps(p.__dict__) + "\n" for p in predictions))
     print(report(predictions, args.margin))

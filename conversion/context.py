@@ -33,6 +33,7 @@ from conversion.photos import DEFAULT_DATA, Photos
 from conversion.train import aligned_crops
 from edge.vision.align import context_of, face_transform
 from edge.vision.classify import AgeGenderModel
+from edge.vision.runtime import ModelError
 
 RINGS = (0, 4, 8)
 # Crop pixels sampled for the outside share: every 4th in each direction is exact to a fraction of a
@@ -72,9 +73,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         sets: dict[str, Prepared | Photos] = {"utkface": Prepared.load(args.cache)}
         sets |= {name: Photos.load(name, args.cache) for name in DEFAULT_DATA if Photos.prepared(name, args.cache)}
-    except FileNotFoundError as error:  # a cache missing or unreadable (`conversion.data.CacheError`)
+        model = AgeGenderModel(args.model, num_threads=1, flip=True)
+    except (FileNotFoundError, ModelError) as error:  # a model or cache missing or unreadable
         parser.error(str(error))
-    model = AgeGenderModel(args.model, num_threads=1, flip=True)
 
     for name, data in sets.items():
         sample = data.split(False)[: args.photos]

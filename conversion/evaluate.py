@@ -35,6 +35,7 @@ from conversion.photos import DEFAULT_DATA, Photos
 from conversion.train import aligned_crops, head_turn
 from edge.vision.classify import AgeGenderModel
 from edge.vision.config import VisionConfig
+from edge.vision.runtime import ModelError
 
 FAIRFACE_BAND_STARTS = np.unique([first for first, _ in FAIRFACE_BANDS.values()])
 
@@ -237,6 +238,9 @@ def latency_ms(model: AgeGenderModel, crop: np.ndarray, repeats: int = 300) -> f
 
 
 def evaluate(models: dict[str, Path], flip: bool, cache: Path = DEFAULT_CACHE) -> dict:
+    # Every model loads before any data, so a file that is no model stops the command at once,
+    # not after the models before it have been evaluated.
+    loaded = {name: AgeGenderModel(path, num_threads=1, flip=flip) for name, path in models.items()}
     data = Prepared.load(cache)
     index = data.split(True)
     true_female, true_age, race = data.female[index], data.age[index].astype(np.float64), data.race[index]
@@ -248,8 +252,8 @@ def evaluate(models: dict[str, Path], flip: bool, cache: Path = DEFAULT_CACHE) -
             photos = Photos.load(set_name, cache)
             real[set_name] = (photos, photos.split(True))
     real_crops: dict[tuple[str, int], np.ndarray] = {}
-    for name, path in models.items():
-        model = AgeGenderModel(path, num_threads=1, flip=flip)
+    for name, model in loaded.items():
+        path = models[name]
         if model.size not in crops_by_size:
             crops_by_size[model.size] = aligned_crops(data, index, model.size)
         crops = crops_by_size[model.size]
@@ -432,7 +436,7 @@ def main(argv: list[str] | None = None) -> None:
         models = {"float32": args.float_model, **models}
     try:
         results = evaluate(models, flip=not args.no_flip, cache=args.cache)
-    except FileNotFoundError as error:  # a cache missing or unreadable (`conversion.data.CacheError`)
+    except (FileNotFoundError, ModelError) as error:  # a model or cache missing or unreadable
         parser.error(str(error))
     print(report(results))
     if args.json:

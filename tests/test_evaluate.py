@@ -224,3 +224,15 @@ def test_the_margin_to_set_is_the_smallest_about_as_good_as_the_best():
     assert odds_margin(odds, slack=0.0) == 0.145
     # Within a point of the best counts, the edge included.
     assert odds_margin({0.1: {"gender": 0.43}, 0.2: {"gender": 0.44}}) == 0.1
+
+
+def test_evaluate_refuses_a_file_that_is_no_model_in_one_line_before_reading_any_data(tmp_path, capsys):
+    from conversion.evaluate import main
+
+    bad = tmp_path / "model.tflite"
+    bad.write_bytes(b"not a flatbuffer")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--int8", str(bad), "--cache", str(tmp_path / "no-cache")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "is not a usable TFLite model" in err.strip().splitlines()[-1] and "Traceback" not in err
