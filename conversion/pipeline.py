@@ -10,9 +10,9 @@ x race and children's weighted twice (RUN/robust); refit the age head alone on U
 (RUN/age); shift the gender logit so women and men weigh alike on FairFace's val photos
 (RUN/calibrated); convert to int8, evaluate float32 vs int8 on the validation split and the real
 photos held out, then install the int8 model and its figures into models/tflite/. The defaults
-are run 13b's recipe (which had no gender offset); the shipped model, run 17, continues run 13b
-twice for 10 epochs each, then takes the last stages here (the model card's "Retrain" gives the
-commands).
+are run 13b's recipe (which had no gender offset); the shipped model, run 18+22, continues run
+13b with CPU continuations and a soup (`conversion.soup`), then takes the last stages here (the
+model card's "Retrain" gives the commands).
 
 A stage whose RUN/<stage>/model.keras exists is skipped, so an interrupted run resumes, and the
 training can run elsewhere: on an accelerator host, `--train-only` with the caches that
