@@ -236,3 +236,13 @@ def test_evaluate_refuses_a_file_that_is_no_model_in_one_line_before_reading_any
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "is not a usable TFLite model" in err.strip().splitlines()[-1] and "Traceback" not in err
+
+
+def test_evaluate_names_a_model_path_that_is_no_file_instead_of_sending_to_make_setup(tmp_path, capsys):
+    from conversion.evaluate import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--int8", str(tmp_path), "--cache", str(tmp_path / "no-cache")])
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"model path {tmp_path} is not a file" in last and "make setup" not in last

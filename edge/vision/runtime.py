@@ -59,6 +59,9 @@ class TFLiteModel:
 
     def __init__(self, path: str | Path, num_threads: int = 1) -> None:
         path = Path(path)
+        if path.exists() and not path.is_file():
+            # /dev/null or a folder: "not found" would send the user to `make setup` for nothing.
+            raise ModelError(f"model path {path} is not a file: give the path of a .tflite model")
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path} (run `make setup` to fetch the models)")
         self.path = path
