@@ -1,6 +1,7 @@
 """Retrain the shipped age/gender model from scratch with one command.
 
     python -m conversion.pipeline [--data DIR] [--size 80] [--epochs 45] [--robust-epochs 20] [--run DIR]
+                                  [--photos lfw fairface [aaf]] [--child-weight 2] [--seeds 7 [S ...]]
 
 Steps: prepare UTKFace, LFW and FairFace (once each; cached: see conversion/photos.py for where
 FairFace's images come from); train on clean UTKFace crops (RUN/clean); fine-tune that network
@@ -13,6 +14,11 @@ photos held out, then install the int8 model and its figures into models/tflite/
 are run 13b's recipe (which had no gender offset); the shipped model, run 18+22, continues run
 13b with CPU continuations and a soup (`conversion.soup`), then takes the last stages here (the
 model card's "Retrain" gives the commands).
+
+With several `--seeds`, the fine-tune runs once per seed from the same clean network
+(RUN/robust-SEED) and the mean of their weights (`conversion.soup`) goes on as RUN/robust: the
+one change that has moved this network on real photos is a soup (run 18+22), and fine-tunes
+from one start are what soups are made of (the model card's "Next ideas").
 
 A stage whose RUN/<stage>/model.keras exists is skipped, so an interrupted run resumes, and the
 training can run elsewhere: on an accelerator host, `--train-only` with the caches that
@@ -29,7 +35,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from conversion import calibrate, convert, evaluate, photos, prepare, train
+from conversion import calibrate, convert, evaluate, photos, prepare, soup, train
 from conversion.data import DEFAULT_CACHE, DEFAULT_DATA
 from conversion.photos import REAL_PHOTOS
 from edge.vision.model_files import AGE_GENDER_MODEL, models_dir
@@ -52,6 +58,25 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--workers", type=int, help="processes making training batches (train --workers)")
     parser.add_argument(
+        "--photos",
+        nargs="+",
+        choices=list(photos.DEFAULT_DATA),
+        default=list(REAL_PHOTOS),
+        metavar="NAME",
+        help=f"real photo sets the fine-tune adds to UTKFace (train --photos; default: {' '.join(REAL_PHOTOS)})",
+    )
+    parser.add_argument(
+        "--child-weight", type=float, default=2.0, help="children's gender loss in the fine-tune (train --child-weight)"
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[7],
+        metavar="SEED",
+        help="one fine-tune per seed; with several, their weights are averaged (conversion.soup)",
+    )
+    parser.add_argument(
         "--train-only",
         action="store_true",
         help="stop after training (a machine without TensorFlow: conversion/pack.py); a later run on the same "
@@ -59,10 +84,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--no-install", action="store_true", help="leave models/tflite/ untouched")
     args = parser.parse_args(argv)
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds {' '.join(map(str, args.seeds))}: give each seed once (a seed repeats its network)")
 
     if not (args.cache / "utkface" / "meta.npz").is_file():
         prepare.main(["--data", str(args.data), "--cache", str(args.cache)])
-    for name in REAL_PHOTOS if args.robust_epochs else ():
+    for name in args.photos if args.robust_epochs else ():
         if not photos.Photos.prepared(name, args.cache):
             photos.main([name, "--cache", str(args.cache)])
     common = ["--cache", str(args.cache), "--size", str(args.size)]
@@ -79,9 +106,16 @@ def main(argv: list[str] | None = None) -> None:
     stage(clean, train.main, [*common, "--epochs", str(args.epochs)])
     if args.robust_epochs:
         final = args.run / "robust"
-        fine_tune = ["--init", str(clean / "model.keras"), "--robust", "--ema", "--lr", "5e-4", "--seed", "7"]
-        fine_tune += ["--child-weight", "2", "--photos", *REAL_PHOTOS, "--balance"]
-        stage(final, train.main, [*common, *fine_tune, "--epochs", str(args.robust_epochs)])
+        fine_tune = [*common, "--init", str(clean / "model.keras"), "--robust", "--ema", "--lr", "5e-4"]
+        fine_tune += ["--child-weight", str(args.child_weight), "--photos", *args.photos, "--balance"]
+        fine_tune += ["--epochs", str(args.robust_epochs)]
+        if len(args.seeds) == 1:
+            stage(final, train.main, [*fine_tune, "--seed", str(args.seeds[0])])
+        else:
+            ingredients = [args.run / f"robust-{seed}" for seed in args.seeds]
+            for seed, run in zip(args.seeds, ingredients, strict=True):
+                stage(run, train.main, [*fine_tune, "--seed", str(seed)])
+            stage(final, soup.main, [str(run / "model.keras") for run in ingredients])
         # The age head refitted on UTKFace alone, everything else frozen: the fine-tune's gender
         # stays as it is, UTKFace's age MAE comes back (FairFace's bands are apparent ages; run
         # 11d: 5.11 -> 4.92 y).

@@ -34,3 +34,12 @@ def test_one_model_is_no_soup(tmp_path: Path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--run", str(tmp_path / "soup"), str(tmp_path / "a.keras")])
     assert exit_.value.code == 2 and "at least two models" in capsys.readouterr().err
+
+
+def test_the_pipeline_refuses_a_seed_given_twice_before_any_work(tmp_path: Path, capsys):
+    from conversion.pipeline import main as pipeline
+
+    with pytest.raises(SystemExit) as exit_:
+        pipeline(["--run", str(tmp_path / "run"), "--cache", str(tmp_path / "no-cache"), "--seeds", "7", "8", "7"])
+    assert exit_.value.code == 2 and "give each seed once" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "no-cache").exists()
