@@ -66,7 +66,10 @@ def main(argv: list[str] | None = None) -> None:
         help=f"real photo sets the fine-tune adds to UTKFace (train --photos; default: {' '.join(REAL_PHOTOS)})",
     )
     parser.add_argument(
-        "--child-weight", type=float, default=2.0, help="children's gender loss in the fine-tune (train --child-weight)"
+        "--child-weight",
+        type=train.loss_weight,
+        default=2.0,
+        help="children's gender loss in the fine-tune (train --child-weight)",
     )
     parser.add_argument(
         "--seeds",

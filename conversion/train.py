@@ -34,6 +34,17 @@ from edge.wire.contract import MAX_AGE
 TURNED_AT = 0.2
 
 
+def loss_weight(text: str) -> float:
+    """argparse type of a loss weight: a number above 0 (NaN, 0 or less would silence or invert a loss)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0 (1: weighed as the rest), not {text}")
+    return value
+
+
 def age_distribution(age: np.ndarray) -> np.ndarray:
     """DLDL label: a discretized Gaussian around the true age, wider for older faces (whose
     apparent age varies more)."""
@@ -287,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--child-weight",
-        type=float,
+        type=loss_weight,
         default=1.0,
         help="weight of children's (0-9) gender loss: their gender is the hardest to read, and the "
         "robust stage costs them most",
@@ -326,14 +337,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--turned-weight",
-        type=float,
+        type=loss_weight,
         default=1.0,
         help=f"weight of gender's loss for faces turned aside (head_turn >= {TURNED_AT}: the nose a fifth of the eye "
         "distance or more off centre): on FairFace, where gender fails most",
     )
     args = parser.parse_args(argv)
-    if not args.turned_weight > 0:
-        parser.error(f"--turned-weight must be above 0 (1: turned faces weigh as the rest), not {args.turned_weight}")
 
     # The batch workers start before Keras does: a process forked after an accelerator runtime
     # started is unsafe, so they are spawned, each assembling the pool from the caches itself.

@@ -43,3 +43,12 @@ def test_the_pipeline_refuses_a_seed_given_twice_before_any_work(tmp_path: Path,
         pipeline(["--run", str(tmp_path / "run"), "--cache", str(tmp_path / "no-cache"), "--seeds", "7", "8", "7"])
     assert exit_.value.code == 2 and "give each seed once" in capsys.readouterr().err
     assert not (tmp_path / "run").exists() and not (tmp_path / "no-cache").exists()
+
+
+def test_the_pipeline_refuses_a_child_weight_of_zero_before_any_work(tmp_path: Path, capsys):
+    from conversion.pipeline import main as pipeline
+
+    with pytest.raises(SystemExit) as exit_:
+        pipeline(["--run", str(tmp_path / "run"), "--cache", str(tmp_path / "no-cache"), "--child-weight", "0"])
+    assert exit_.value.code == 2 and "--child-weight: must be above 0" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "no-cache").exists()
