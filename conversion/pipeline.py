@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--seeds",
-        type=int,
+        type=train.seed,
         nargs="+",
         default=[7],
         metavar="SEED",

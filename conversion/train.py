@@ -45,6 +45,17 @@ def loss_weight(text: str) -> float:
     return value
 
 
+def seed(text: str) -> int:
+    """argparse type of a seed: a whole number, 0 or more (NumPy's generators take no other)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
 def age_distribution(age: np.ndarray) -> np.ndarray:
     """DLDL label: a discretized Gaussian around the true age, wider for older faces (whose
     apparent age varies more)."""
@@ -275,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--width", type=float, default=1.0, help="channel multiplier")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=seed, default=1)
     parser.add_argument("--teacher", type=Path, help="a trained model.keras to distil from (soft targets)")
     parser.add_argument("--teacher-weight", type=float, default=0.5, help="share of the targets from the teacher")
     parser.add_argument("--ema", action="store_true", help="keep an exponential moving average of the weights")

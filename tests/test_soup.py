@@ -45,10 +45,17 @@ def test_the_pipeline_refuses_a_seed_given_twice_before_any_work(tmp_path: Path,
     assert not (tmp_path / "run").exists() and not (tmp_path / "no-cache").exists()
 
 
-def test_the_pipeline_refuses_a_child_weight_of_zero_before_any_work(tmp_path: Path, capsys):
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--child-weight", "0"], "--child-weight: must be above 0"),
+        (["--seeds", "7", "-1"], "--seeds: must be 0 or more"),
+    ],
+)
+def test_the_pipeline_refuses_a_bad_number_before_any_work(option: list[str], message: str, tmp_path: Path, capsys):
     from conversion.pipeline import main as pipeline
 
     with pytest.raises(SystemExit) as exit_:
-        pipeline(["--run", str(tmp_path / "run"), "--cache", str(tmp_path / "no-cache"), "--child-weight", "0"])
-    assert exit_.value.code == 2 and "--child-weight: must be above 0" in capsys.readouterr().err
+        pipeline(["--run", str(tmp_path / "run"), "--cache", str(tmp_path / "no-cache"), *option])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "run").exists() and not (tmp_path / "no-cache").exists()
