@@ -35,13 +35,14 @@ TURNED_AT = 0.2
 
 
 def loss_weight(text: str) -> float:
-    """argparse type of a loss weight: a number above 0 (NaN, 0 or less would silence or invert a loss)."""
+    """argparse type of a loss weight: a finite number above 0 (0, less, NaN or infinity would silence,
+    invert or swamp a loss)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0 (1: weighed as the rest), not {text}")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0 (1: weighed as the rest), not {text}")
     return value
 
 

@@ -115,12 +115,12 @@ def test_faces_turned_aside_weigh_more_in_gender_loss(caches: Path):
 
 
 @pytest.mark.parametrize("option", ["--turned-weight", "--child-weight"])
-@pytest.mark.parametrize("weight", ["0", "-1", "nan", "two"])
+@pytest.mark.parametrize("weight", ["0", "-1", "nan", "inf", "two"])
 def test_a_loss_weight_that_is_not_a_positive_number_is_refused(option: str, weight: str, capsys):
     from conversion.train import main as train_main
 
     with pytest.raises(SystemExit) as stop:
         train_main(["--run", "unused", option, weight])
     assert stop.value.code == 2
-    expected = "is not a number" if weight == "two" else "must be above 0"
+    expected = "is not a number" if weight == "two" else "must be a finite number above 0"
     assert f"{option}: " in (err := capsys.readouterr().err) and expected in err

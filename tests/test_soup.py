@@ -48,7 +48,7 @@ def test_the_pipeline_refuses_a_seed_given_twice_before_any_work(tmp_path: Path,
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        (["--child-weight", "0"], "--child-weight: must be above 0"),
+        (["--child-weight", "0"], "--child-weight: must be a finite number above 0"),
         (["--seeds", "7", "-1"], "--seeds: must be 0 or more"),
     ],
 )
