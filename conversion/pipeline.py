@@ -18,7 +18,8 @@ model card's "Retrain" gives the commands).
 With several `--seeds`, the fine-tune runs once per seed from the same clean network
 (RUN/robust-SEED) and the mean of their weights (`conversion.soup`) goes on as RUN/robust: the
 one change that has moved this network on real photos is a soup (run 18+22), and fine-tunes
-from one start are what soups are made of (the model card's "Next ideas").
+from one start are what soups are made of (the model card's "Next ideas"). RUN/robust/seeds.txt
+records the seeds, and a later call with other seeds on the same --run is refused.
 
 A stage whose RUN/<stage>/model.keras exists is skipped, so an interrupted run resumes, and the
 training can run elsewhere: on an accelerator host, `--train-only` with the caches that
@@ -39,6 +40,9 @@ from conversion import calibrate, convert, evaluate, photos, prepare, soup, trai
 from conversion.data import DEFAULT_CACHE, DEFAULT_DATA
 from conversion.photos import REAL_PHOTOS
 from edge.vision.model_files import AGE_GENDER_MODEL, models_dir
+
+# Beside RUN/robust/model.keras: the fine-tune seeds it was made with.
+SEEDS_RECORD = "seeds.txt"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -87,8 +91,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--no-install", action="store_true", help="leave models/tflite/ untouched")
     args = parser.parse_args(argv)
+    seeds = " ".join(map(str, args.seeds))
     if len(set(args.seeds)) != len(args.seeds):
-        parser.error(f"--seeds {' '.join(map(str, args.seeds))}: give each seed once (a seed repeats its network)")
+        parser.error(f"--seeds {seeds}: give each seed once (a seed repeats its network)")
+    # A finished stage is skipped, so a fine-tune made with other seeds would pass for this one.
+    record = args.run / "robust" / SEEDS_RECORD
+    made = record.read_text(errors="replace").split() if args.robust_epochs and record.is_file() else seeds.split()
+    if made != seeds.split():
+        parser.error(
+            f"{record.parent} was fine-tuned with --seeds {' '.join(made)}, not {seeds}: "
+            "give those, another --run, or delete that folder"
+        )
 
     if not (args.cache / "utkface" / "meta.npz").is_file():
         prepare.main(["--data", str(args.data), "--cache", str(args.cache)])
@@ -112,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         fine_tune = [*common, "--init", str(clean / "model.keras"), "--robust", "--ema", "--lr", "5e-4"]
         fine_tune += ["--child-weight", str(args.child_weight), "--photos", *args.photos, "--balance"]
         fine_tune += ["--epochs", str(args.robust_epochs)]
+        trained_now = not (final / "model.keras").is_file()
         if len(args.seeds) == 1:
             stage(final, train.main, [*fine_tune, "--seed", str(args.seeds[0])])
         else:
@@ -119,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
             for seed, run in zip(args.seeds, ingredients, strict=True):
                 stage(run, train.main, [*fine_tune, "--seed", str(seed)])
             stage(final, soup.main, [str(run / "model.keras") for run in ingredients])
+        if trained_now:
+            record.write_text(seeds + "\n")
         # The age head refitted on UTKFace alone, everything else frozen: the fine-tune's gender
         # stays as it is, UTKFace's age MAE comes back (FairFace's bands are apparent ages; run
         # 11d: 5.11 -> 4.92 y).

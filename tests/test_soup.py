@@ -59,3 +59,18 @@ def test_the_pipeline_refuses_a_bad_number_before_any_work(option: list[str], me
         pipeline(["--run", str(tmp_path / "run"), "--cache", str(tmp_path / "no-cache"), *option])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "run").exists() and not (tmp_path / "no-cache").exists()
+
+
+def test_the_pipeline_will_not_pass_off_a_fine_tune_made_with_other_seeds(tmp_path: Path, capsys):
+    from conversion.pipeline import SEEDS_RECORD
+    from conversion.pipeline import main as pipeline
+
+    robust = tmp_path / "run" / "robust"
+    robust.mkdir(parents=True)
+    (robust / "model.keras").write_bytes(b"a soup of seeds 7 and 8")
+    (robust / SEEDS_RECORD).write_text("7 8\n")
+    with pytest.raises(SystemExit) as exit_:
+        pipeline(["--run", str(tmp_path / "run"), "--cache", str(tmp_path / "no-cache"), "--seeds", "7", "8", "9"])
+    assert exit_.value.code == 2
+    assert f"{robust} was fine-tuned with --seeds 7 8, not 7 8 9" in capsys.readouterr().err
+    assert not (tmp_path / "no-cache").exists()
