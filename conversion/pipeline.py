@@ -91,15 +91,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--no-install", action="store_true", help="leave models/tflite/ untouched")
     args = parser.parse_args(argv)
-    seeds = " ".join(map(str, args.seeds))
+    seeds = [str(seed) for seed in args.seeds]
     if len(set(args.seeds)) != len(args.seeds):
-        parser.error(f"--seeds {seeds}: give each seed once (a seed repeats its network)")
+        parser.error(f"--seeds {' '.join(seeds)}: give each seed once (a seed repeats its network)")
     # A finished stage is skipped, so a fine-tune made with other seeds would pass for this one.
     record = args.run / "robust" / SEEDS_RECORD
-    made = record.read_text(errors="replace").split() if args.robust_epochs and record.is_file() else seeds.split()
-    if made != seeds.split():
+    made = record.read_text(errors="replace").split() if args.robust_epochs and record.is_file() else seeds
+    if made != seeds:
         parser.error(
-            f"{record.parent} was fine-tuned with --seeds {' '.join(made)}, not {seeds}: "
+            f"{record.parent} was fine-tuned with --seeds {' '.join(made)}, not {' '.join(seeds)}: "
             "give those, another --run, or delete that folder"
         )
 
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
                 stage(run, train.main, [*fine_tune, "--seed", str(seed)])
             stage(final, soup.main, [str(run / "model.keras") for run in ingredients])
         if trained_now:
-            record.write_text(seeds + "\n")
+            record.write_text(" ".join(seeds) + "\n")
         # The age head refitted on UTKFace alone, everything else frozen: the fine-tune's gender
         # stays as it is, UTKFace's age MAE comes back (FairFace's bands are apparent ages; run
         # 11d: 5.11 -> 4.92 y).

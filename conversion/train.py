@@ -14,10 +14,11 @@ import multiprocessing
 import os
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from scipy.special import softmax
@@ -32,29 +33,30 @@ from edge.wire.contract import MAX_AGE
 
 # `--turned-weight` applies from this `head_turn` on: a third of FairFace's photos, a tenth of the other sets'.
 TURNED_AT = 0.2
+N = TypeVar("N", int, float)
 
 
-def loss_weight(text: str) -> float:
-    """argparse type of a loss weight: a finite number above 0 (0, less, NaN or infinity would silence,
-    invert or swamp a loss)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0 (1: weighed as the rest), not {text}")
-    return value
+def _checked_number(read: Callable[[str], N], accept: Callable[[N], bool], noun: str, rule: str) -> Callable[[str], N]:
+    """An argparse type: TEXT read as a NOUN, refused in one line unless `accept` holds (RULE)."""
+
+    def parse(text: str) -> N:
+        try:
+            value = read(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {noun}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"{rule}, not {text}")
+        return value
+
+    return parse
 
 
-def seed(text: str) -> int:
-    """argparse type of a seed: a whole number, 0 or more (NumPy's generators take no other)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
-    return value
+# A loss weight of 0, less, NaN or infinity would silence, invert or swamp its loss.
+loss_weight = _checked_number(
+    float, lambda w: math.isfinite(w) and w > 0, "number", "must be a finite number above 0 (1: weighed as the rest)"
+)
+# NumPy's generators take no negative seed.
+seed = _checked_number(int, lambda s: s >= 0, "whole number", "must be 0 or more")
 
 
 def age_distribution(age: np.ndarray) -> np.ndarray:
