@@ -121,3 +121,20 @@ def test_the_demo_sets_its_counts_beside_a_generated_clips_truth(tmp_path):
     )
     (tmp_path / "clip.json").write_text('{"visitors": "garbled"')
     assert against_truth(clip, [hour(2, 1)]) is None
+
+
+def test_the_demo_names_the_command_as_the_shell_will_find_it(tmp_path, monkeypatch):
+    from edge.cli.demo import _program
+
+    script = tmp_path / "venv" / "bin" / "aicctv"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setattr("sys.argv", [".venv/bin/aicctv", "demo"])
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert _program() == ".venv/bin/aicctv"  # make demo's venv, not activated
+    monkeypatch.setattr("sys.argv", [str(script), "demo"])
+    monkeypatch.setenv("PATH", str(script.parent))
+    assert _program() == "aicctv"  # activated, or installed on PATH
+    monkeypatch.setattr("sys.argv", ["/src/edge/cli/__main__.py", "demo"])
+    assert _program() == "aicctv"  # python -m edge.cli: no script to name

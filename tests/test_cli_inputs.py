@@ -61,3 +61,22 @@ def test_every_command_explains_itself():
         with pytest.raises(SystemExit) as done:
             build_parser().parse_args([*command, "--help"])
         assert done.value.code == 0, command
+
+
+def test_a_replay_start_outside_the_years_records_may_hold_is_a_usage_error():
+    """A replay in year 1 crashed at its end and left a log whose next run filled every hour since."""
+    import argparse
+
+    import pytest
+
+    from edge.cli.common import hour_filter, parse_instant
+
+    for text in ("0001-01-01T00:00:00+05:00", "1970-01-01T00:00:00Z", "2100-01-01T00:00:00Z", "9999-12-31T23:59:50Z"):
+        with pytest.raises(argparse.ArgumentTypeError, match="not between 2020 and 2099"):
+            parse_instant(text)
+    assert parse_instant("2026-01-05T10:00:00+01:00") == parse_instant("2026-01-05T09:00:00Z")
+    # An export's bounds may be anything: beyond the years, they select as that end would.
+    assert hour_filter("0001-01-01T00:00:00+05:00") == "2020-01-01T00:00:00Z"
+    assert hour_filter("9999-12-31T23:00:00-05:00") == "2099-12-31T23:00:00Z"
+    done = aicctv("edge", "run", "--source", "clip.mp4", "--replay-start", "0001-01-01T00:00:00Z", "--print-config")
+    assert done.returncode == 2 and "--replay-start" in done.stderr and "Traceback" not in done.stderr

@@ -77,7 +77,7 @@ hourly_records = st.builds(
     visitors=st.integers(50, 2**31 - 1),
     counts=counts,
     mean_dwell_s=st.floats(0, 1e6),
-    frames=st.integers(0, 2**40),
+    frames=st.integers(0, 2**31 - 1),
     coverage=st.floats(0, 1),
     revision=st.integers(0, 2**31 - 1),
 )

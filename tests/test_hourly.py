@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from edge.daemon.hourly import HourlyTally, apportion
+from edge.daemon.hourly import MAX_FILLED_S, HourlyTally, apportion
 from edge.vision.analyzer import Visitor
-from edge.wire.contract import AGE_BANDS
+from edge.wire.contract import AGE_BANDS, hour_start
 
 NINE = 1767603600.0  # 2026-01-05T09:00:00Z
 
@@ -66,6 +66,17 @@ def test_hours_without_frames_close_with_zero_coverage():
     records = tally.close(NINE + 3 * 3600 + 60, final=True)
     assert [r.hour[11:13] for r in records] == ["09", "10", "11", "12"]
     assert [r.frames for r in records][1:3] == [0, 0] and [r.coverage for r in records][1:3] == [0.0, 0.0]
+
+
+def test_a_clock_that_jumps_decades_fills_at_most_a_year_of_hours():
+    """A board that counted in 1970 before its clock was set, or a replay started far off, then
+    frames at today's time: filling every hour between built millions in memory."""
+    tally = HourlyTally("shop-1", grace_s=0)
+    run_frames(tally, 3600.0, 3660.0)  # 1970-01-01T01:00Z
+    run_frames(tally, NINE, NINE + 60)
+    assert len(tally.hours) == 1 + MAX_FILLED_S / 3600 + 1
+    records = tally.close(NINE + 60, final=True)
+    assert records[1].hour == hour_start(NINE - MAX_FILLED_S) and records[-2].coverage == 0.0
 
 
 def test_snapshot_restores_open_hours_and_revisions():

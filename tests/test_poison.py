@@ -68,6 +68,8 @@ POISON = {
     "year-9999": Poison("hourly", lambda d: hourly(d, hour='"9999-01-05T09:00:00Z"'), "time"),
     "live-from-the-future": Poison("live", lambda d: live(d, time=repr(FAR_FUTURE)), "time"),
     "long-int-live": Poison("live", lambda d: live(d, in_view=LONG_INT), "number"),
+    # 32 characters, under the number limit, but past a 32-bit column: PostgreSQL's view would fail.
+    "frames-past-int32": Poison("hourly", lambda d: hourly(d, frames="1" + "0" * 31), "invalid"),
 }
 
 

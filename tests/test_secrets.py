@@ -33,6 +33,14 @@ SECRETS = (BROKER_SECRET, CAMERA_SECRET, DB_SECRET)
             "postgresql://central@db/aicctv?password=***&sslmode=x",
         ),
         ("cannot open video source 'rtsp://u:pw@cam/1'", "cannot open video source 'rtsp://u:***@cam/1'"),
+        # Typed unencoded, or quoted in printed TOML: nothing of the password may show.
+        ("rtsp://admin:pa'ss@cam/s", "rtsp://admin:***@cam/s"),
+        ('broker = "mqtt://u:pa\\"ss@h"', 'broker = "mqtt://u:***@h"'),
+        ("postgresql://u:p@ss/w@db", "postgresql://u:***@db"),
+        ("rtsp://admin:pa/ss?#x@cam/s", "rtsp://admin:***@cam/s"),
+        ('rtspsrc location=rtsp://cam/s user-pw="s3 cret" ! sink', "rtspsrc location=rtsp://cam/s user-pw=*** ! sink"),
+        ('spec = "rtspsrc user-pw=\\"s3cret\\" ! sink"', 'spec = "rtspsrc user-pw=*** ! sink"'),
+        ("host=db password='se cret' dbname=x", "host=db password=*** dbname=x"),
         # Nothing to hide: a user without a password, a host and port, a file.
         ("postgresql://central@db.local/aicctv", "postgresql://central@db.local/aicctv"),
         ("mqtt://broker.local:1883", "mqtt://broker.local:1883"),

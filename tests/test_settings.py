@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import socket
 import threading
 import time
@@ -227,8 +228,9 @@ def test_the_page_form_posts_settings_with_the_credential_only(broker, device, t
             evil = {**good, "Origin": "http://evil.example"}
             assert server.request("/settings", form, evil)[0] == 403
             assert server.request("/settings", form, {"Authorization": good["Authorization"]})[0] == 403
-            status, page = server.request("/settings", {**form, "min_face": "four"}, good)
-            assert status == 400 and "vision.min_face" in page
+            for text in ("four", "1_000", "\u0663\u0662"):  # int() reads the last two as 1000 and 32
+                status, page = server.request("/settings", {**form, "min_face": text}, good)
+                assert status == 400 and "expected pixels" in page, text
             assert commands.messages == [], "nothing refused reaches the broker"
             # Out of the device's bounds: refused here, never retained for the device to refuse.
             for value in ("4", "7", "4097", "100000"):
@@ -239,6 +241,8 @@ def test_the_page_form_posts_settings_with_the_credential_only(broker, device, t
                 status, page = server.request("/settings", form, good)
             assert status == 200 and "applied by the device" in page, page
             assert device.paused and device.vision.min_face == 64
+            mixed_case = {**good, "Content-Type": "Application/X-WWW-Form-Urlencoded; charset=UTF-8"}
+            assert server.request("/settings", form, mixed_case)[0] == 200  # media types ignore case
             (_, payload, _) = commands.messages[-1]
             sent = decode(Settings, payload)
             assert (sent.paused, sent.min_face, sent.opening_hours) == (True, 64, "mon-sat 10:00-20:00")
@@ -256,6 +260,27 @@ def test_the_page_form_posts_settings_with_the_credential_only(broker, device, t
             assert 'name="min_face"' not in server.request("/devices")[1]
     finally:
         commands.disconnect()
+
+
+def test_a_command_the_broker_has_not_confirmed_is_said_to_be_pending_not_lost(broker, device, tmp_path, monkeypatch):
+    """A broker that stops answering (here: stopped) after the command left: paho keeps it and sends
+    it when the broker answers again, so the page must not say "not sent" for what the device then
+    applies."""
+    monkeypatch.setattr("central.web.settings.PUBLISH_WAIT_S", 1.0)
+    db = str(tmp_path / "central.db")
+    open_store(db).close()
+    form = {"device": DEVICE, "min_face": "64", "opening_hours": ""}
+    with Server(db, broker.url, password_hash=hash_secret("s3cret")) as server:
+        good = {"Authorization": basic("owner", "s3cret"), "Origin": server.url}
+        assert server.request("/settings", form, good)[0] == 200  # connected, and the device answers
+        broker.process.send_signal(signal.SIGSTOP)
+        try:
+            status, page = server.request("/settings", {**form, "min_face": "96"}, good)
+        finally:
+            broker.process.send_signal(signal.SIGCONT)
+        assert status == 202 and "not confirmed" in page and "may still apply it" in page, page
+        assert "Settings not sent" not in page
+        wait_until(lambda: device.vision.min_face == 96, 30, "the pending command applied")
 
 
 # ---- the device's state at central; pauses that end by themselves ------------------------------
@@ -277,6 +302,11 @@ def test_optional_fields_keep_older_payloads_readable_both_ways():
     for bad in (Settings(False, None, "", now, paused_until=now + 60), Settings(True, None, "", now, paused_until=now)):
         with pytest.raises(ContractError, match="paused_until"):
             encode(bad)
+    # A device's answer with a pause ending past 9999 broke the Devices page for every device.
+    far = json.loads(encode(SettingsState(DEVICE, now, True, "", True, 40, ""))) | {"paused_until": 1e18}
+    with pytest.raises(ContractError, match="paused_until") as caught:
+        decode(SettingsState, json.dumps(far).encode(), DEVICE)
+    assert caught.value.reason == "time"
 
 
 def test_a_pause_with_an_end_ends_by_itself_and_says_so(broker, daemon):

@@ -381,6 +381,17 @@ def test_a_non_local_bind_needs_a_credential(sqlite_db, capsys):
         assert server.get("/healthz")[0] == 200
 
 
+def test_a_port_in_use_is_one_line_before_any_address_is_announced(sqlite_db, capsys):
+    seed(sqlite_db)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        code = main(["central", "serve", "--db", sqlite_db, "--listen", f"127.0.0.1:{port}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert f"cannot listen on 127.0.0.1:{port}: address already in use" in err and "--listen" in err
+    assert "dashboard:" not in err
+
+
 def test_hash_password_reads_stdin(monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.StringIO("correct horse\n"))
     assert main(["central", "hash-password"]) == 0

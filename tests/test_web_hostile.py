@@ -26,7 +26,7 @@ from central.web.app import Auth
 from edge.wire.config import ConfigError, load
 from edge.wire.contract import parse_hour
 from tests import test_web
-from tests.test_web import BERLIN, DST_DAY, Server, day_records, seed, wait
+from tests.test_web import BERLIN, DST_DAY, WEEK_BEFORE, Server, day_records, seed, wait
 
 browser = test_web.browser  # the module's headless Chromium fixture
 
@@ -282,6 +282,45 @@ def test_a_flood_of_wrong_passwords_is_throttled_and_logged_in_requests_go_on(lo
         assert set(statuses) <= {401, 503} and statuses.count(401) >= Auth.CHECKS_AT_ONCE, statuses
         assert scrypt_threads() <= Auth.CHECKS_AT_ONCE + 1  # + the first request's
         assert server.get("/api/v1/live", owner)[0] == 200
+
+
+def test_two_authorization_headers_are_refused(log):
+    """One was checked while the routes logged and matched Origin against the other: a holder of
+    the password could sign the settings log as someone else."""
+    with Server(log, token_hash=hash_secret(TOKEN), password_hash=hash_secret("owner-password")) as server:
+        right = basic("owner", "owner-password")["Authorization"]
+        for first, second in ((right, f"Bearer {TOKEN}"), ("Bearer forged-0000", right)):
+            head = (
+                f"GET /api/v1/live HTTP/1.1\r\nHost: {server.url.removeprefix('http://')}\r\n"
+                f"Authorization: {first}\r\nAuthorization: {second}\r\nConnection: close\r\n\r\n"
+            )
+            status, body = raw_exchange(server.url, head, [])
+            assert status == 400 and b"one Authorization header" in body
+        assert server.get("/api/v1/live", {"Authorization": right})[0] == 200
+
+
+# ---- how much one request reads -------------------------------------------------------------------
+
+
+def test_a_range_over_the_read_limit_is_a_400_and_the_log_page_reads_only_what_it_shows(log, monkeypatch):
+    """A whole fleet's history in one request took gigabytes and froze every other request (all
+    reads share one database thread); the seeded log's 70 records stand in for 50,000."""
+    monkeypatch.setattr("central.web.app.MAX_RECORDS", 30)
+    monkeypatch.setattr("central.web.app.LOG_PAGE_ROWS", 10)
+    week = f"since={WEEK_BEFORE}&until={DST_DAY}"
+    with Server(log) as server:
+        for path in ("/api/v1/hourly", "/api/v1/hourly?by=day", f"/log.csv?{week}", f"/log.xlsx?{week}"):
+            status, _, body = server.get(path)
+            assert status == 400, (path, status)
+            text = json.loads(body)["error"] if path.startswith("/api/") else body.decode()
+            assert "more than 30 hourly records" in text and "fewer days or one device" in text, path
+        assert len(server.json(f"/api/v1/hourly?device=shop-1&since={DST_DAY}&until={DST_DAY}")["records"]) == 22
+        assert server.get(f"/log.csv?device=shop-1&since={DST_DAY}&until={DST_DAY}")[0] == 200
+        status, _, body = server.get(f"/log?{week}")
+        assert status == 200 and body.count(b"<tr class=") == 10
+        assert b"More than 10 hourly records, the first 10 shown" in body
+        status, _, body = server.get(f"/api/v1/hourly?since={DST_DAY}T12:00:00Z&until={WEEK_BEFORE}T12:00:00Z")
+        assert status == 400 and json.loads(body)["error"] == "until is before since"
 
 
 # ---- dates out of range --------------------------------------------------------------------------

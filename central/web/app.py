@@ -63,6 +63,10 @@ NAV = (
     ("log", "Log", "log"),
 )
 LOG_PAGE_ROWS = 1000
+# The most hourly records one request reads (an export, the API): a year of 5 devices. Each costs
+# a few KB while it is decoded and written, and every read waits on one database thread, so a
+# range over a whole fleet's history must not freeze the dashboard or exhaust the server.
+MAX_RECORDS = 50_000
 # The dates a query may name: a period and its comparison (up to five weeks either side) keep
 # within what dates and Unix times hold, and every hour in them is a 'YYYY-MM-DDTHH:00:00Z'.
 DATE_RANGE = (date(1970, 1, 1), date(9998, 12, 31))
@@ -109,7 +113,12 @@ class Auth:
         if scope["type"] != "http" or not self.required or scope["path"] == "/healthz":
             await self.app(scope, receive, send)
             return
-        header = dict(scope["headers"]).get(b"authorization", b"")
+        headers = [value for name, value in scope["headers"] if name == b"authorization"]
+        if len(headers) > 1:
+            # Checked here, yet logged and matched against Origin by the routes from another: refused.
+            await PlainTextResponse("one Authorization header at most\n", status_code=400)(scope, receive, send)
+            return
+        header = headers[0] if headers else b""
         client = scope["client"][0] if scope.get("client") else "?"
         verdict = await self._verdict(header, client) if header else 401
         if verdict == 200:
@@ -476,10 +485,25 @@ class Dashboard:
         """POST /settings from the Devices page (central/web/settings.py)."""
         web = self.config.web
         status, message = await settings.post(request, self.publisher, bool(web.password_hash or web.token_hash))
-        title = "Settings sent" if status == 200 else "Settings not sent"
+        title = {200: "Settings sent", 202: "Settings not confirmed"}.get(status, "Settings not sent")
         return self.page("settings.html", "devices", title, status=status, message=message)
 
-    async def log_query(self, request: Request) -> tuple[list[HourlyRecord], dict[str, Any], dict[str, Any]]:
+    async def hourly(
+        self, device: str | None, since: str | None, until: str | None, limit: int | None = None
+    ) -> list[HourlyRecord]:
+        """The records of [since, until]: the first `limit`, or all of them up to MAX_RECORDS,
+        beyond which the request is refused (400) rather than read."""
+        records = await self.reader.run(lambda store: store.hourly(device, since, until, limit or MAX_RECORDS + 1))
+        if limit is None and len(records) > MAX_RECORDS:
+            raise BadRequest(
+                f"more than {MAX_RECORDS:,} hourly records from {since or 'the first'} to {until or 'the last'}: "
+                "ask for fewer days or one device (the whole log: aicctv central export, on the server)"
+            )
+        return records
+
+    async def log_query(
+        self, request: Request, limit: int | None = None
+    ) -> tuple[list[HourlyRecord], dict[str, Any], dict[str, Any]]:
         device = self.device_param(request)
         tz = self.tz_param(request)
         view_tz = tz or self.places.local(device).tz
@@ -489,7 +513,7 @@ class Dashboard:
         if until < since:
             raise BadRequest("until is before since")
         first, last = day_hours(since, view_tz)[0], day_hours(until, view_tz)[-1]
-        records = await self.reader.run(lambda store: store.hourly(device, first, last))
+        records = await self.hourly(device, first, last, limit)
         zones = {} if tz is not None else {r.device: self.places.local(r.device).tz for r in records}
         params = {
             "device": device or "",
@@ -500,7 +524,7 @@ class Dashboard:
         return records, {"tz": tz or view_tz, "zones": zones}, params
 
     async def log_page(self, request: Request) -> Response:
-        records, zoning, params = await self.log_query(request)
+        records, zoning, params = await self.log_query(request, LOG_PAGE_ROWS + 1)
         known = await self.reader.run(_known_devices)
         rows = []
         for r in records[:LOG_PAGE_ROWS]:
@@ -524,8 +548,7 @@ class Dashboard:
             "log",
             "Log",
             rows=rows,
-            total=len(records),
-            shown=len(rows),
+            more=len(records) > LOG_PAGE_ROWS,
             devices=sorted(set(known) | set(self.places.devices)),
             device=params["device"],
             since=params["since"],
@@ -599,7 +622,9 @@ class Dashboard:
         range_tz = tz or self.places.local(device, site).tz
         since = _bound(request, "since", range_tz, first=True)
         until = _bound(request, "until", range_tz, first=False)
-        records = await self.reader.run(lambda store: store.hourly(device, since, until))
+        if since and until and until < since:
+            raise BadRequest("until is before since")
+        records = await self.hourly(device, since, until)
         if members is not None:
             records = [r for r in records if r.device in members]
         body: dict[str, Any] = {"api": API_VERSION, "by": by, "since": since, "until": until}

@@ -25,6 +25,7 @@ answers and nothing else (deploy/mosquitto/README.md): `aicctv-broker add-user w
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import threading
 import time
@@ -100,10 +101,10 @@ def parse_form(form: Any, now: float) -> tuple[str, Settings]:
     if text:
         # The device checks the value like its config file again (with its other settings); the
         # bounds are checked here as well, so a value it must refuse is never retained for it.
-        try:
-            min_face = int(text)
-        except ValueError:
-            raise Refused(f"vision.min_face = {text!r}: expected pixels", 400) from None
+        # ASCII digits only, as the contract's numbers: int() would also take "1_000" and "٣٢".
+        if not (text.isascii() and text.isdigit()):
+            raise Refused(f"vision.min_face = {text!r}: expected pixels", 400)
+        min_face = int(text)
         try:
             check_within(min_face, *MIN_FACE_RANGE, "vision.min_face")
         except ConfigError as exc:
@@ -187,6 +188,10 @@ def check_origin(request: Request) -> None:
         raise Refused(f"settings: the request came from {origin!r}, not from this dashboard", 403)
 
 
+class Unconfirmed(Exception):
+    """A command queued for the broker that the broker has not acknowledged: neither sent nor lost."""
+
+
 class Publisher:
     """The dashboard's one broker connection, shared by every settings request (each of which
     runs `send` on a worker thread). Started by the first `send`, so the server starts while the
@@ -235,21 +240,23 @@ class Publisher:
     def send(self, device: str, settings: Settings, wait_s: float = ANSWER_WAIT_S) -> str:
         """Publish `settings` retained on the device's cmd/settings and wait up to `wait_s` for its
         answer; a sentence saying what happened. Raises OSError when the broker cannot be reached or
-        does not take the command."""
+        refuses the command, Unconfirmed when the command is queued but the broker has not taken it."""
         connection = self._connected()
         key = (device, settings.issued)
         with self._lock:
             self._waiting[key] = []
         try:
-            try:
-                info = connection.client.publish(
-                    topic(self.mqtt.prefix, device, "cmd/settings"), encode(settings), qos=1, retain=True
-                )
+            info = connection.client.publish(
+                topic(self.mqtt.prefix, device, "cmd/settings"), encode(settings), qos=1, retain=True
+            )
+            if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
+                raise OSError("the command was not sent: the connection's outgoing queue is full")
+            # paho keeps a QoS 1 message it could not send (the connection dropped, the broker is
+            # slow) and sends it once connected again: past here the command may reach the device.
+            with contextlib.suppress(RuntimeError):
                 info.wait_for_publish(PUBLISH_WAIT_S)
-            except (RuntimeError, ValueError) as exc:  # paho: not queued, or the connection went
-                raise OSError(f"the command was not sent: {exc}") from None
             if not info.is_published():
-                raise OSError(f"the broker did not confirm the command within {PUBLISH_WAIT_S:g} s")
+                raise Unconfirmed(f"the broker did not confirm the command within {PUBLISH_WAIT_S:g} s")
             reason = self._acks.pop(info.mid, None)
             if reason is not None and reason.is_failure:
                 raise OSError(f"the broker refused the command: {reason}")
@@ -307,6 +314,12 @@ async def post(request: Request, publisher: Publisher, credential_required: bool
     )
     try:
         outcome = await anyio.to_thread.run_sync(publisher.send, device, settings)
+    except Unconfirmed as exc:
+        log.error("settings for %s not confirmed: %s", device, exc)
+        return 202, (
+            f"{device}: not confirmed: {exc}. The dashboard keeps the command and sends it when the broker "
+            "answers, so the device may still apply it: the Devices page shows what it runs"
+        )
     except (OSError, ValueError) as exc:
         log.error("settings for %s not sent: %s", device, exc)
         return 503, f"not sent: {exc}"
@@ -316,7 +329,7 @@ async def post(request: Request, publisher: Publisher, credential_required: bool
 
 async def _form(request: Request) -> dict[str, str]:
     """An application/x-www-form-urlencoded body (what the page's form sends), first values."""
-    if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
         raise Refused("settings: post the form (application/x-www-form-urlencoded)", 400)
     # Refused on the announced length, else as soon as the stream passes the limit: a body is
     # never held beyond FORM_LIMIT bytes, however much a client sends or says it will.

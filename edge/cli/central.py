@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -106,10 +108,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     host, port = check_listen(config.web)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     shown = f"[{host}]" if ":" in host else host
+    # Bound before the address is announced, so a port in use is one line and exit 2, not a URL
+    # that answers nothing followed by uvicorn's error.
+    try:
+        listener = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as exc:
+        why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        raise ConfigError(
+            f"cannot listen on {shown}:{port}: {why}: stop what uses it or pass --listen HOST:PORT"
+        ) from None
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     print(f"dashboard: http://{shown}:{port}/ (central log {redact(db)}); Ctrl-C stops it", file=sys.stderr)
-    uvicorn.run(create_app(config, places), host=host, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(uvicorn.Config(create_app(config, places), log_level="warning", access_log=False))
+    with listener:
+        server.run(sockets=[listener])
     return 0
 
 
@@ -208,7 +221,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
             "  aicctv central serve --db aicctv-central.db\n"
             "  aicctv central serve --config /etc/aicctv/central.toml --listen 0.0.0.0:8080\n\n"
             "exit status: 0 stopped, 2 bad configuration or usage (also: a non-local --listen\n"
-            "without a credential)"
+            "without a credential, or an address already in use)"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

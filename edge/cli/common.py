@@ -3,22 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import math
 from datetime import datetime
 from pathlib import Path
+
+from edge.wire.contract import EARLIEST_TIME, LATEST_TIME, hour_start
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-def parse_instant(text: str) -> float:
-    """Unix time of an ISO 8601 instant with a zone, e.g. 2026-01-05T09:00:00Z."""
+def _instant(text: str) -> float:
+    """Unix time of an ISO 8601 instant with a zone; -inf or inf for one no Unix time can hold."""
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time like 2026-01-05T09:00:00Z") from None
     if moment.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} has no time zone: add Z for UTC (2026-01-05T09:00:00Z)")
-    return moment.timestamp()
+    try:
+        return moment.timestamp()
+    except (OverflowError, ValueError):  # year 1 or 9999, moved into UTC
+        return -math.inf if moment.year < 2000 else math.inf
+
+
+def parse_instant(text: str) -> float:
+    """Unix time of an ISO 8601 instant with a zone, e.g. 2026-01-05T09:00:00Z, in the years
+    hourly records may hold (edge/wire/contract.py): others would be refused by central for good,
+    and a replay started decades off would fill every hour between it and today."""
+    instant = _instant(text)
+    if not EARLIEST_TIME <= instant < LATEST_TIME:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 2020 and 2099, the years hourly records may hold")
+    return instant
 
 
 def _assignment(text: str) -> tuple[str, str]:
@@ -44,10 +60,9 @@ def config_options(parser: argparse.ArgumentParser, file_help: str, set_example:
 
 
 def hour_filter(text: str) -> str:
-    """An hour bound for exports: any ISO 8601 instant, as the hour string the logs sort by."""
-    from edge.wire.contract import hour_start
-
-    return hour_start(parse_instant(text))
+    """An hour bound for exports: any ISO 8601 instant, as the hour string the logs sort by (one
+    outside the years records may hold selects as that end of them would)."""
+    return hour_start(min(max(_instant(text), EARLIEST_TIME), LATEST_TIME - 3600))
 
 
 def hour_range_options(parser: argparse.ArgumentParser) -> None:

@@ -181,11 +181,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(tables(records))
     if (line := against_truth(args.clip, records)) is not None:
         print(f"\n{line}")
-    print(f"\nnext: aicctv stats --db {args.out / 'central.db'} --plot hours.png")
+    program = _program()
+    print(f"\nnext: {program} stats --db {args.out / 'central.db'} --plot hours.png")
     if _interactive():
         serve_dashboard(args.out / "central.db", records)
     else:
-        serve = f"aicctv central serve --db {args.out / 'central.db'}"
+        serve = f"{program} central serve --db {args.out / 'central.db'}"
         print(f"dashboard: {serve}, then open {day_link('http://127.0.0.1:8080/', records)}")
     return 0
 
@@ -194,6 +195,20 @@ def day_link(base: str, records: list[HourlyRecord]) -> str:
     """The dashboard's Day page on the demo's replayed day (the dashboard shows it in UTC, as
     the demo configures no time zone), under `base` ('http://host:port/')."""
     return f"{base}day?device={DEVICE}&date={records[0].hour[:10]}" if records else base
+
+
+def _program() -> str:
+    """How to type this command again: `aicctv` where that is what the shell finds, else the path
+    it was run as (`make demo` runs `.venv/bin/aicctv`, which is on no PATH until the venv is
+    activated)."""
+    import shutil
+    import sys
+
+    invoked = Path(sys.argv[0])
+    found = shutil.which("aicctv")
+    if invoked.name != "aicctv" or (found is not None and Path(found).resolve() == invoked.resolve()):
+        return "aicctv"
+    return str(invoked)
 
 
 def _interactive() -> bool:

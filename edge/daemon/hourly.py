@@ -5,8 +5,8 @@ replays of old footage aggregate exactly as live video would. A visitor counts i
 were first seen. An hour is closed `grace_s` after it ends; a visitor who ends later but began in
 a closed hour updates that hour as a new revision (the contract's revision rule). Hours with no
 frames at all (device down, camera lost) between two known hours get records too, with coverage
-0, so the central log has no silent holes. `snapshot()`/`restore()` carry the open hours across a
-restart of the daemon.
+0, so the central log has no silent holes (up to a year of them: a longer gap is a clock jump).
+`snapshot()`/`restore()` carry the open hours across a restart of the daemon.
 
 An hour's age bands are its visitors' band probabilities summed and rounded to whole visitors
 (`apportion`), not each visitor's likeliest band counted: on real photos a single face's band is
@@ -28,6 +28,10 @@ from edge.wire.contract import AGE_BANDS, GENDERS, HourlyRecord, empty_counts, h
 HOUR = 3600.0
 # Closed hours kept (and snapshotted) this long after they end, for late-visitor revisions.
 KEEP_CLOSED_S = 2 * HOUR
+# The longest gap filled with coverage-0 hours, back from the hour that ends it. A longer one is a
+# clock that jumped (a board booted in 1970, a replay started decades off), and filling it would
+# build millions of hours in memory; a device really off that long leaves the older hours as a hole.
+MAX_FILLED_S = 366 * 24 * HOUR
 
 
 def apportion(masses: Sequence[float], total: int) -> list[int]:
@@ -98,7 +102,7 @@ class HourlyTally:
         if start not in self.hours:
             if self._latest is not None and start > self._latest:
                 # Fill the hours nobody saw, so they close (with coverage 0) like any other.
-                for gap in range(int(self._latest + HOUR), int(start), int(HOUR)):
+                for gap in range(int(max(self._latest + HOUR, start - MAX_FILLED_S)), int(start), int(HOUR)):
                     self.hours.setdefault(float(gap), _Hour(float(gap)))
             self._latest = start if self._latest is None else max(self._latest, start)
             self.hours[start] = _Hour(start)

@@ -93,10 +93,16 @@ def spec_of(f: dataclasses.Field) -> Spec:
 
 # ---- secrets in messages -------------------------------------------------------------------------
 
-# `scheme://user:password@`: the password runs to the last @ before the host, as in urlsplit.
-_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:'\"]*:)[^\s/?#'\"]*@")
-# `password=…` in a query string or libpq DSN, `user-pw=…` on GStreamer's rtspsrc.
-_KEYED = re.compile(r"(?P<head>\b(?:password|passwd|pwd|user-pw)=)[^\s&;'\"]+", re.IGNORECASE)
+# `scheme://user:password@host`: the password runs to the last @ before a host, and may hold
+# anything but white space: people type quotes, slashes, # and @ unencoded, and a URL quoted in
+# TOML escapes its quotes. Hiding a little too much beats showing part of a password.
+_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:'\"]*:)\S*@(?=[\w\[])")
+# `password=…` in a query string or libpq DSN, `user-pw=…` on GStreamer's rtspsrc: bare, or in
+# quotes (escaped, as in printed TOML, or not), which may hold white space.
+_KEYED = re.compile(
+    r"(?P<head>\b(?:password|passwd|pwd|user-pw)=)(?:\\?\"[^\"\n]*?\\?\"|\\?'[^'\n]*?\\?'|[^\s&;'\"]+)",
+    re.IGNORECASE,
+)
 HIDDEN = "***"
 
 

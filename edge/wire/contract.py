@@ -47,6 +47,9 @@ MAX_NUMBER_CHARS = 32
 # Plausible times, checked on receipt against the receiver's own clock: nothing before 2020 (a
 # device whose clock was never set) and nothing later than a day ahead (a device booted with a
 # wrong clock: its live counts would otherwise win over every correct one that follows).
+# Every integer a payload carries fits a 32-bit database column (PostgreSQL INTEGER): a larger
+# one, stored, would fail every query of the Grafana view or the whole batch's transaction.
+MAX_INT = 2**31 - 1
 EARLIEST_TIME = 1577836800.0  # 2020-01-01T00:00:00Z
 LATEST_TIME = 4102444800.0  # 2100-01-01T00:00:00Z
 MAX_AHEAD_S = 86400.0
@@ -347,10 +350,13 @@ class SettingsState:
         _check_int(self.min_face, "min_face")
         _check_text(self.opening_hours, "opening_hours")
         for name in ("paused_since", "paused_until"):
-            if getattr(self, name) is not None:
-                _check_number(getattr(self, name), name)
+            if (moment := getattr(self, name)) is not None:
+                _check_number(moment, name)
                 if not self.paused:
                     raise ContractError(f"{name} needs paused")
+                # Past 2100 a time is a device's mistake, and past 9999 no page could show it.
+                if moment > LATEST_TIME:
+                    raise ContractError(f"{name} {moment!r} is after 2099", "time")
         return self
 
 
@@ -371,8 +377,8 @@ def _check_text(value: Any, name: str, limit: int = MAX_TEXT) -> None:
 
 
 def _check_int(value: Any, name: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ContractError(f"{name} must be a non-negative integer, got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_INT:
+        raise ContractError(f"{name} must be an integer from 0 to {MAX_INT}, got {value!r}")
 
 
 def _check_number(value: Any, name: str) -> None:

@@ -133,15 +133,20 @@ def migrate_sqlite(conn: sqlite3.Connection, schema: Schema, where: str) -> int:
 
 
 def hourly_query(
-    device: str | None = None, since: str | None = None, until: str | None = None, column: str = "record"
+    device: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    column: str = "record",
+    limit: int | None = None,
 ) -> tuple[str, list[str]]:
     """The SELECT (with `?` placeholders) and parameters for hourly records of one device or all,
-    hours in [since, until], oldest first: one query for the edge log, the central log (SQLite
-    and PostgreSQL share the `hourly` table's layout) and `aicctv stats`."""
+    hours in [since, until], oldest first, at most `limit` of them: one query for the edge log,
+    the central log (SQLite and PostgreSQL share the `hourly` table's layout) and `aicctv stats`."""
     where = "hour >= ? AND hour <= ?" + (" AND device = ?" if device else "")
     # Hour strings sort by time, so these bounds are the whole range when none is given.
     params = [since or "", until or "9999", *([device] if device else [])]
-    return f"SELECT {column} FROM hourly WHERE {where} ORDER BY hour, device", params
+    capped = "" if limit is None else f" LIMIT {int(limit)}"
+    return f"SELECT {column} FROM hourly WHERE {where} ORDER BY hour, device{capped}", params
 
 
 def decode_record(text: str) -> HourlyRecord:
