@@ -138,3 +138,15 @@ def test_the_demo_names_the_command_as_the_shell_will_find_it(tmp_path, monkeypa
     assert _program() == "aicctv"  # activated, or installed on PATH
     monkeypatch.setattr("sys.argv", ["/src/edge/cli/__main__.py", "demo"])
     assert _program() == "aicctv"  # python -m edge.cli: no script to name
+
+
+def test_the_demo_replaces_only_logs_it_wrote(tmp_path, capsys):
+    """--out naming a device's folder must not delete its log; a file there is one line, exit 2."""
+    clip = FACE_FILES[0]  # refused before it is read
+    (tmp_path / "edge.db").write_bytes(b"a device's own log")
+    assert main(["demo", "--clip", str(clip), "--out", str(tmp_path)]) == 2
+    assert "holds logs the demo did not write" in capsys.readouterr().err
+    assert (tmp_path / "edge.db").read_bytes() == b"a device's own log"
+    (tmp_path / "file").write_text("")
+    assert main(["demo", "--clip", str(clip), "--out", str(tmp_path / "file")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

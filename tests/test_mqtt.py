@@ -15,7 +15,7 @@ def test_broker_urls():
     )
     assert "s3cret" not in str(url)
     assert BrokerURL.parse("mqtt://10.0.0.5").port == 1883 and BrokerURL.parse("mqtts://h").port == 8883
-    for bad in ("localhost:1883", "http://h", "mqtt://", "mqtt://h:99999", "mqtt://h/topic"):
+    for bad in ("localhost:1883", "http://h", "mqtt://", "mqtt://h:99999", "mqtt://h:0", "mqtt://h/topic"):
         with pytest.raises(ValueError):
             BrokerURL.parse(bad)
 

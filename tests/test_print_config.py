@@ -35,3 +35,16 @@ def test_config_check_show_hides_passwords(capsys, tmp_path):
     assert main(["config", "check", str(path), "--show", "--ignore-env"]) == 0
     out = capsys.readouterr().out
     assert SECRET not in out and "aicctv:***@db.example" in out
+
+
+def test_print_config_prints_toml_that_reads_back(capsys, tmp_path):
+    """A control character in a value (a NUL from an environment variable) printed raw made TOML
+    that does not parse; a password with quotes or a slash was half shown."""
+    import tomllib
+
+    camera = "rtsp://viewer:pa'ss\"w/rd@192.0.2.7:554/stream1"
+    assert main(["edge", "run", "--print-config", "--set", f"source.spec={camera}", "--set", "device.id=cam-1"]) == 0
+    assert main(["edge", "run", "--print-config", "--set", "storage.db=a\x01b\nc.db"]) == 0
+    first, second = capsys.readouterr().out.split("[device]", 2)[1:]
+    assert tomllib.loads("[device]" + first)["source"]["spec"] == "rtsp://viewer:***@192.0.2.7:554/stream1"
+    assert tomllib.loads("[device]" + second)["storage"]["db"] == "a\x01b\nc.db"

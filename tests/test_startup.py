@@ -250,6 +250,18 @@ def test_a_log_from_a_newer_release_is_refused_where_it_is(tmp_path):
     assert digest(path) == before and not list(tmp_path.glob("*corrupt*"))
 
 
+def test_a_text_file_named_as_the_log_is_refused_where_it_is(tmp_path):
+    """`--db deploy/edge.toml` by mistake: a damaged log is set aside, but this is no log at all."""
+    path = tmp_path / "edge.db"
+    path.write_text("[device]\nid = 'cam-s'  # température\n" * 200)
+    before = digest(path)
+    with pytest.raises(LogError) as refused:
+        EdgeStore.open_or_replace(path)
+    assert not isinstance(refused.value, CorruptLog) and "is a text file, not an edge log" in str(refused.value)
+    assert_one_line(edge_run(tmp_path, Start()), str(path), "text file")
+    assert digest(path) == before and not list(tmp_path.glob("*corrupt*"))
+
+
 def test_the_daemon_sets_a_damaged_log_aside_and_keeps_counting(tmp_path):
     path = tmp_path / "edge.db"
     random_bytes(path)

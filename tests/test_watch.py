@@ -142,7 +142,15 @@ def test_unreachable_broker_fails_with_one_line(capsys):
     assert err[-1].startswith("error: could not connect to the broker at mqtt://127.0.0.1:")
 
 
-@pytest.mark.parametrize("args", [["--broker", "http://x"], ["--broker", "mqtt://x", "--prefix", "a/+"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--broker", "http://x"],
+        ["--broker", "mqtt://x", "--prefix", "a/+"],
+        ["--broker", "mqtt://x", "--duration", "nan"],
+        ["--broker", "mqtt://x", "--duration", "inf"],
+    ],
+)
 def test_bad_broker_or_prefix_is_a_one_line_usage_error(capsys, args):
     assert main(["watch", *args]) == 2
     err = capsys.readouterr().err

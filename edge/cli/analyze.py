@@ -215,7 +215,15 @@ def read_image(path: Path, max_pixels: int) -> np.ndarray:
 
     from edge.vision.sources import SourceError
 
-    data = path.read_bytes()
+    # No image of max_pixels is larger than uncompressed 32-bit pixels and some metadata.
+    limit = 4 * max_pixels + (1 << 20)
+    try:
+        with path.open("rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise SourceError(f"{shown(path)}: cannot be read ({exc.strerror or exc})") from None
+    if len(data) > limit:
+        raise SourceError(f"{shown(path)}: over {limit:,} bytes, more than any image of --max-pixels {max_pixels:,}")
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     except cv2.error as exc:
@@ -258,6 +266,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from edge.vision.analyzer import Analyzer
     from edge.vision.sources import VIDEO_EXTENSIONS, SourceError
 
+    empty = [shown(Path(p)) for p in args.inputs if Path(p).is_dir() and next(expand_inputs([p]), None) is None]
+    if empty:
+        args.parser.error(f"no images or videos in folder: {', '.join(empty)}")
     inputs = list(expand_inputs(args.inputs))
     analyzer = Analyzer(config)
     interactive = sys.stderr.isatty()

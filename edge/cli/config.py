@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edge.daemon import config as edge_config
 from edge.daemon.config import EdgeConfig
-from edge.wire.config import document, load, redact, render
+from edge.wire.config import document, load, read_config_bytes, redact, render
 
 KINDS = ("edge", "central")
 
@@ -63,11 +63,13 @@ def check_file(kind: str, path: Path, problems: list[str], environ: dict[str, st
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    if args.file.exists() and not args.file.is_file():
+    # Before anything else: a file that cannot be read is a usage error (2), not a problem in it (1).
+    data = read_config_bytes(args.file)
+    if not args.file.is_file():
         # /dev/stdin, a pipe: it can be read only once, and the check reads it twice.
         with tempfile.TemporaryDirectory() as folder:
             copy = Path(folder) / "config.toml"
-            copy.write_bytes(args.file.read_bytes())
+            copy.write_bytes(data)
             return _check(args, copy)
     return _check(args, args.file)
 

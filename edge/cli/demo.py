@@ -22,10 +22,13 @@ from edge.wire.config import ConfigError, load
 from edge.wire.contract import HourlyRecord
 
 DEFAULT_CLIP = Path(".cache/sample/clip.mp4")
+DEFAULT_OUT = Path(".cache/demo")
 # The sample clip is ~24 s long: starting it 10 s before 10:00 shows two hours, and a visitor
 # who crosses the hour mark updating the first hour with a second revision.
 REPLAY_START = "2026-01-05T09:59:50Z"
 DEVICE = "demo-cam"
+# Left in --out: its logs are the demo's own, and the next run may replace them.
+DEMO_MARK = ".aicctv-demo"
 # A generated clip's ground truth (bench.clipgen's clip.json) is read only up to this size.
 TRUTH_LIMIT = 64 * 1024 * 1024
 
@@ -87,10 +90,20 @@ def run_demo(clip: Path, out: Path, broker_url: str | None) -> list[HourlyRecord
     from edge.cli.common import parse_instant
     from edge.daemon.daemon import EdgeDaemon
 
-    out.mkdir(parents=True, exist_ok=True)
     edge_db, central_db = out / "edge.db", out / "central.db"
-    for old in out.glob("*.db*"):
-        old.unlink()  # a fresh run: the edge would otherwise resume after its last frame
+    logs = [db.with_name(db.name + suffix) for db in (edge_db, central_db) for suffix in ("", "-wal", "-shm")]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        # A fresh run (the edge would otherwise resume after its last frame), deleting only logs
+        # an earlier demo wrote: an --out holding a device's real log must not lose it.
+        ours = (out / DEMO_MARK).exists() or out.resolve() == DEFAULT_OUT.resolve()
+        if any(log.exists() for log in logs) and not ours:
+            raise ConfigError(f"--out {out} holds logs the demo did not write: give an empty or new folder")
+        (out / DEMO_MARK).touch()
+        for old in logs:
+            old.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: {exc.strerror or exc}: give a folder the demo may write") from None
     broker = EmbeddedBroker() if broker_url is None else None
     if broker:
         broker.start()
@@ -247,6 +260,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help=f"video to replay (default {DEFAULT_CLIP})")
-    demo.add_argument("--out", type=Path, default=Path(".cache/demo"), help="folder for the two logs")
+    demo.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="folder for the two logs (replaced on the next run)"
+    )
     demo.add_argument("--broker", metavar="URL", help="use this MQTT 5 broker instead of the embedded one")
     demo.set_defaults(func=cmd_demo)

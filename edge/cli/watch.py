@@ -9,6 +9,7 @@ are not, so a device's numbers appear with its next live message (about a second
 from __future__ import annotations
 
 import argparse
+import math
 import queue
 import signal
 import sys
@@ -204,7 +205,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         prefix = check_prefix(args.prefix)
     except ValueError as exc:  # ContractError is a ValueError too
         raise ConfigError(str(exc)) from None
-    if args.duration is not None and args.duration <= 0:
+    if args.duration is not None and not 0 < args.duration < math.inf:
         raise ConfigError(f"--duration {args.duration:g}: give a positive number of seconds")
     return watch(broker, prefix, args.duration, sys.stdout)
 

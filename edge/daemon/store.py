@@ -89,6 +89,11 @@ def _first_line(exc: BaseException) -> str:
 
 def _open_error(path: Path, exc: sqlite3.Error | OSError | ValueError) -> LogError:
     """A damaged file (CorruptLog), or one that cannot be used where it is (LogError)."""
+    if "\0" in str(path):
+        return LogError(f"cannot use the edge log {str(path)!r} (storage.db): the path holds a NUL character")
+    if _text_file(path):
+        # A damaged log is set aside; another file named by mistake (a config) is left where it is.
+        return LogError(f"{path} (storage.db) is a text file, not an edge log: name a new or existing .db file")
     if isinstance(exc, ValueError) or (isinstance(exc, sqlite3.Error) and is_corruption(exc)):
         return CorruptLog(f"{path} is not a readable edge log ({_first_line(exc)})")
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _first_line(exc)
@@ -231,6 +236,22 @@ class EdgeStore:
             return [dict(r) for r in self.conn.execute("SELECT * FROM visits ORDER BY first_seen, id")]
         finally:
             self.conn.row_factory = None
+
+
+def _text_file(path: Path) -> bool:
+    """A file that starts as text does (UTF-8, no NUL) and not as SQLite: not a log, damaged or not."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    if not head or head.startswith(b"SQLite format 3\0") or b"\0" in head:
+        return False
+    try:
+        head.decode()
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3  # a character cut at the end of the 4 KB
+    return True
 
 
 def _check_content(conn: sqlite3.Connection) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import json
 import os
 import re
 import ssl
@@ -36,6 +37,8 @@ from edge.wire.contract import DEFAULT_PREFIX, ContractError, check_prefix
 from edge.wire.mqtt import BrokerURL
 
 ENV_PREFIX = "AICCTV_"
+# Configuration files are a few KB; anything far larger (a disk image, /dev/zero) is a mistake.
+MAX_CONFIG_BYTES = 1024 * 1024
 # Help texts of the documented defaults files are wrapped to this width.
 DOC_WIDTH = 98
 
@@ -391,11 +394,27 @@ def env_name(section: str, key: str) -> str:
     return f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
 
 
+def read_config_bytes(path: Path) -> bytes:
+    """A configuration file's bytes, up to MAX_CONFIG_BYTES; ConfigError saying what is wrong."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found: check the path (without one, the defaults apply)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder: give the TOML file in it") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is over {MAX_CONFIG_BYTES // 1024} KiB: is it a configuration file?")
+    return data
+
+
 def _read_toml(path: Path, report: typing.Callable[[ConfigError], None]) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        report(ConfigError(f"config file {path} not found: pass an existing --config, or none for defaults"))
+        return tomllib.loads(read_config_bytes(path).decode())
+    except ConfigError as exc:
+        report(exc)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         report(ConfigError(f"config file {path} is not valid TOML: {exc}"))
     return {}
@@ -474,7 +493,9 @@ def _toml(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        # JSON's escapes are TOML's, control characters included (a NUL or newline in a path
+        # would otherwise print TOML that does not parse back); TOML also wants DEL escaped.
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     return repr(value)
 
 

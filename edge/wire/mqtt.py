@@ -64,6 +64,8 @@ class BrokerURL:
             port = parts.port
         except ValueError:
             raise ValueError("the broker URL has an invalid port") from None
+        if port == 0:
+            raise ValueError("the broker URL has port 0: leave the port out for the default (1883, mqtts 8883)")
         tls = parts.scheme == "mqtts"
         return cls(
             host=parts.hostname,
