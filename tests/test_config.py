@@ -43,6 +43,8 @@ def test_rendered_config_loads_back(tmp_path):
         ("[mqtt\n", {}, "not valid TOML"),
         ("", {"AICCTV_VISION_TILES": "maybe"}, "environment AICCTV_VISION_TILES"),
         ("", {"AICCTV_MQTT_VERSION": "3"}, "mqtt.version = 3: must be one of 4, 5"),
+        ("[source]\nspec = ' '\n", {}, "source.spec is empty"),
+        ("[source]\nspec = '/'\n", {}, "source.spec '/' is a folder"),
     ],
 )
 def test_bad_settings_fail_with_one_precise_line(tmp_path, toml, env, message):
@@ -61,6 +63,19 @@ def test_missing_file_says_how_to_fix(tmp_path):
 def test_environment_booleans_and_unset_optionals():
     config = load(EdgeConfig, environ={"AICCTV_VISION_TILES": "off", "AICCTV_VISION_SCORE": "none"})
     assert config.vision.tiles is False and config.vision.score is None
+
+
+def test_a_misspelt_environment_variable_is_warned_of(caplog, tmp_path):
+    """A typo in a systemd unit's Environment= left the setting at its default without a word."""
+    env = {"AICCTV_VISION_THRADS": "2", "AICCTV_STORAGE_DBB": "x.db", "AICCTV_MODELS_DIR": str(tmp_path)}
+    env["AICCTV_WEB_LISTEN"] = "127.0.0.1:9"  # central's: not this daemon's, nor near any of its settings
+    with caplog.at_level("WARNING", logger="aicctv.config"):
+        config = load(EdgeConfig, environ=env)
+    assert config.vision.threads == load(EdgeConfig, environ={}).vision.threads
+    assert sorted(r.getMessage() for r in caplog.records) == [
+        "environment AICCTV_STORAGE_DBB is not a setting: did you mean AICCTV_STORAGE_DB?",
+        "environment AICCTV_VISION_THRADS is not a setting: did you mean AICCTV_VISION_THREADS?",
+    ]
 
 
 def test_the_shipped_example_file_documents_the_defaults():

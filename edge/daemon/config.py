@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from edge.vision.config import VisionConfig
 from edge.wire.config import Check, ConfigError, MqttLinkSection, check_contract, check_writable_file, setting
@@ -90,11 +91,18 @@ class SourceSection:
     )
 
     def checks(self) -> list[Check]:
-        return [self._check_size]
+        return [self._check_size, self._check_spec]
 
     def _check_size(self) -> None:
         if (self.width is None) != (self.height is None):
             raise ConfigError("source.width and source.height go together: set both, or neither")
+
+    def _check_spec(self) -> None:
+        # Either would be retried as a lost camera for ever.
+        if not self.spec.strip():
+            raise ConfigError('source.spec is empty: give a camera ("0", "/dev/video0", "picamera2"), a URL or a file')
+        if Path(self.spec).is_dir():
+            raise ConfigError(f"source.spec {self.spec!r} is a folder: give a video file in it, a camera or a URL")
 
 
 @dataclass(frozen=True)

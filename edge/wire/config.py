@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import difflib
 import json
+import logging
 import os
 import re
 import ssl
@@ -35,6 +36,8 @@ from typing import Any
 
 from edge.wire.contract import DEFAULT_PREFIX, ContractError, check_prefix
 from edge.wire.mqtt import BrokerURL
+
+log = logging.getLogger("aicctv.config")
 
 ENV_PREFIX = "AICCTV_"
 # Configuration files are a few KB; anything far larger (a disk image, /dev/zero) is a mistake.
@@ -322,6 +325,18 @@ def _unknown(name: str, known: typing.Iterable[str], what: str, origin: str) -> 
     raise ConfigError(f"unknown {what} {name!r} ({origin}){hint}")
 
 
+def _warn_misspelt(env: Mapping[str, str], names: Iterable[str]) -> None:
+    """Warn of an AICCTV_ variable that is no setting but nearly one: a typo in a systemd unit
+    would otherwise leave a setting at its default without a word. Not an error, since other
+    variables share the prefix (AICCTV_MODELS_DIR; the other daemon's settings)."""
+    known = list(names)
+    for name in env:
+        if name.startswith(ENV_PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+            if close:
+                log.warning("environment %s is not a setting: did you mean %s?", name, close[0])
+
+
 T = typing.TypeVar("T")
 
 
@@ -368,11 +383,11 @@ def load(
             for key, value in table.items():
                 put(section, key, value, str(path))
     env = os.environ if environ is None else environ
-    for section, section_cls in sections.items():
-        for key in _field_types(section_cls):
-            name = env_name(section, key)
-            if name in env:
-                put(section, key, env[name], f"environment {name}")
+    names = {env_name(section, key): (section, key) for section, kind in sections.items() for key in _field_types(kind)}
+    for name, (section, key) in names.items():
+        if name in env:
+            put(section, key, env[name], f"environment {name}")
+    _warn_misspelt(env, names)
     for dotted, value in (overrides or {}).items():
         if value is not None:
             section, _, key = dotted.partition(".")
