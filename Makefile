@@ -32,10 +32,11 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Retrain the age/gender model from scratch (needs ../shared/datasets/utkface and the train extra).
+# Retrain the age/gender model from scratch into .cache/runs/release (UTKFace, LFW and FairFace:
+# the model card's "Retrain"); the shipped model stays until `python -m conversion.pipeline` installs it.
 train: setup
 	$(BIN)/pip install --quiet -e '.[train]'
-	$(BIN)/python -m conversion.pipeline
+	$(BIN)/python -m conversion.pipeline --no-install
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info

@@ -103,6 +103,18 @@ def main(argv: list[str] | None = None) -> None:
             "give those, another --run, or delete that folder"
         )
 
+    # Every set looked for before the first one is prepared (UTKFace alone takes 15 minutes).
+    missing = []
+    if not (args.cache / "utkface" / "meta.npz").is_file() and not (args.data / "manifest.csv").is_file():
+        missing.append(f"UTKFace at {args.data} (--data or AICCTV_UTKFACE)")
+    for name in args.photos if args.robust_epochs else ():
+        if not photos.Photos.prepared(name, args.cache) and not photos.DEFAULT_DATA[name].is_dir():
+            missing.append(f"{name} at {photos.DEFAULT_DATA[name]} (AICCTV_{name.upper()})")
+    if missing:
+        parser.error(
+            f"not found: {'; '.join(missing)}. The model card's Data says where each set comes from; "
+            "--photos leaves a real photo set out"
+        )
     if not (args.cache / "utkface" / "meta.npz").is_file():
         prepare.main(["--data", str(args.data), "--cache", str(args.cache)])
     for name in args.photos if args.robust_epochs else ():

@@ -120,7 +120,7 @@ def test_cli_prints_tables_and_draws_a_legible_plot(capsys, edge_log, tmp_path):
     png = tmp_path / "hours.png"
     code, out, _ = stats(capsys, "--db", str(edge_log), "--since", "2026-01-05T09:00:00Z", "--plot", str(png))
     assert code == 0
-    assert "shop-1: 3 hours recorded" in out and "lobby-2: 1 hours recorded" in out
+    assert "shop-1: 3 hours recorded" in out and "lobby-2: 1 hour recorded" in out
     image = cv2.imread(str(png))
     # One panel per device, wide enough for hour labels, with bars in both gender colours.
     assert image.shape[0] >= 2 * 300 and 700 <= image.shape[1] <= 2000
@@ -209,7 +209,7 @@ def test_tz_labels_hours_with_their_local_start(capsys, central_log, tmp_path):
     config = tmp_path / "central.toml"
     config.write_text('[display]\ntimezone = "Europe/Berlin"\n[devices.lobby-2]\ntimezone = "America/New_York"\n')
     code, out, _ = stats(capsys, "--db", str(central_log), "--config", str(config))
-    assert "lobby-2: 1 hours recorded, 2026-01-05 04:00 to 2026-01-05 04:00 America/New_York" in out
+    assert "lobby-2: 1 hour recorded, 2026-01-05 04:00 to 2026-01-05 04:00 America/New_York" in out
     assert "shop-1: 3 hours recorded, 2026-01-05 10:00 to 2026-01-05 14:00 Europe/Berlin" in out
 
 

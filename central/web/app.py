@@ -47,7 +47,7 @@ from edge.wire.contract import (
     check_device_id,
     hour_start,
 )
-from edge.wire.export import json_line, write_records, write_xlsx
+from edge.wire.export import json_line, percent_covered, write_records, write_xlsx
 from edge.wire.listen import is_loopback, split_listen
 
 log = logging.getLogger("aicctv.web")
@@ -259,6 +259,7 @@ class Dashboard:
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, trim_blocks=True, lstrip_blocks=True
         )
+        self.env.filters["percent_covered"] = percent_covered
         self._last_problem: str | None = None  # what /healthz last logged
 
     # -- helpers
@@ -440,7 +441,7 @@ class Dashboard:
             today_href=href(this_day),
             notice=notice,
             chart_json=json.dumps(chart).replace("</", "<\\/"),
-            coverage_text="–" if coverage is None else f"{int(coverage * 100)}%",
+            coverage_text="–" if coverage is None else percent_covered(coverage),
             partial=coverage is not None and coverage < 1,
             compare_text=compare_text,
             bucket_count=len(period.buckets),
@@ -538,7 +539,7 @@ class Dashboard:
                     "female": sum(r.counts["female"].values()),
                     "male": sum(r.counts["male"].values()),
                     "coverage": r.coverage,
-                    "coverage_text": f"{int(r.coverage * 100)}%",
+                    "coverage_text": percent_covered(r.coverage),
                     "dwell": f"{r.mean_dwell_s:.1f} s",
                     "revision": r.revision,
                 }

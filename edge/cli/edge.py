@@ -94,7 +94,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     export = sub.add_parser(
         "export",
         help="print the local hourly records as JSON lines or CSV",
-        description="Print the edge's local hourly records, oldest first, in the central export's formats.",
+        description=(
+            "Print the edge's local hourly records, oldest first: JSON lines are the MQTT payloads the\n"
+            "device sends (docs/mqtt.md), CSV their columns by UTC hour. `aicctv central export` adds\n"
+            "each hour's local start and time zone, and XLSX."
+        ),
         epilog="example:\n  aicctv edge export --db aicctv-edge.db --format csv > hours.csv",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

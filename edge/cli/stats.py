@@ -21,6 +21,7 @@ from edge.cli.common import EXIT_FAILED, hour_range_options
 from edge.cli.records import by_device, hour_label, hours_between
 from edge.wire.config import ConfigError, redact
 from edge.wire.contract import AGE_BANDS, GENDERS, ContractError, HourlyRecord
+from edge.wire.export import percent_covered
 from edge.wire.sqlite import decode_record, hourly_query
 
 log = logging.getLogger("aicctv.stats")
@@ -112,10 +113,7 @@ def zone_label(tz: tzinfo | None) -> str:
 
 
 def _coverage_cell(coverage: float) -> str:
-    # Floor, so that only a complete hour ever shows 100%; but a few seconds of footage (a short
-    # replay) is not nothing, so it shows as <1% rather than 0%.
-    percent = "<1%" if 0 < coverage < 0.01 else f"{int(coverage * 100)}%"
-    return percent + (PARTIAL_MARK if coverage < 1 else " ")
+    return percent_covered(coverage) + (PARTIAL_MARK if coverage < 1 else " ")
 
 
 def _row(label: str, visitors: int, coverage: float, dwell_s: float, counts: dict[str, dict[str, int]]) -> list[str]:
@@ -169,8 +167,8 @@ def device_table(records: Sequence[HourlyRecord], tz: tzinfo | None = None) -> s
     first, last = records[0], records[-1]
     partial = sum(r.coverage < 1 for r in records)
     out = [
-        f"{first.device}: {len(records)} hours recorded, {hour_label(first.hour, tz)} to {hour_label(last.hour, tz)} "
-        f"{zone_label(tz)}",
+        f"{first.device}: {len(records)} {'hour' if len(records) == 1 else 'hours'} recorded, "
+        f"{hour_label(first.hour, tz)} to {hour_label(last.hour, tz)} {zone_label(tz)}",
         groups,
         head,
         *(aligned(line) if isinstance(line, list) else line for line in lines),

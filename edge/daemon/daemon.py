@@ -67,7 +67,8 @@ class RunSummary:
         seconds = time.monotonic() - self.started
         return (
             f"{self.frames} frames in {seconds:.1f} s ({self.frames / max(seconds, 1e-9):.1f} fps), "
-            f"{self.visitors} visitors, {self.hours_closed} hours closed, {self.undelivered} records not yet delivered"
+            f"{self.visitors} visitors, {self.hours_closed} {'hour' if self.hours_closed == 1 else 'hours'} closed, "
+            f"{self.undelivered} records not yet delivered"
         )
 
 

@@ -11,8 +11,8 @@ frames at all (device down, camera lost) between two known hours get records too
 An hour's age bands are its visitors' band probabilities summed and rounded to whole visitors
 (`apportion`), not each visitor's likeliest band counted: on real photos a single face's band is
 right about 6 times in 10, and counting likeliest bands piles people into the commonest band
-(20-29). On FairFace's 4,996 val photos the summed probabilities read 2.1 % of people into a
-wrong band, the likeliest bands 10.1 % (MODEL_CARD.md, "The age mix an owner reads"). One visitor
+(20-29). On FairFace's 4,996 val photos the summed probabilities read 2.3 % of people into a
+wrong band, the likeliest bands 11.0 % (run 18+22; MODEL_CARD.md, "The age mix an owner reads"). One visitor
 alone in an hour still gets their likeliest band.
 """
 

@@ -458,7 +458,9 @@ def add_flags(
         if spec.flag is None or (wanted is not None and dotted not in wanted):
             continue
         # argparse formats help with %: a literal one ("92 %") must be doubled.
-        help_text = f"{spec.help} ({_default_text(f)}; setting {dotted})".replace("%", "%%")
+        # A default made at run time (the host name) is told by the help itself.
+        default = "" if "(default" in spec.help else f"{_default_text(f)}; "
+        help_text = f"{spec.help} ({default}setting {dotted})".replace("%", "%%")
         if kind is bool:
             group.add_argument(
                 spec.flag, dest=dotted, action=argparse.BooleanOptionalAction, default=None, help=help_text

@@ -27,6 +27,13 @@ LOCAL_FIELDS = ("local_start", "timezone")
 LOCAL_CSV_FIELDS = (*CSV_FIELDS[:2], *LOCAL_FIELDS, *CSV_FIELDS[2:])
 
 
+def percent_covered(coverage: float) -> str:
+    """Coverage as people read it, the same in `aicctv stats` and on the dashboard: floored, so
+    that only a complete hour shows 100%, but a few seconds of footage (a short replay) is not
+    nothing, so it shows as <1% rather than 0%."""
+    return "<1%" if 0 < coverage < 0.01 else f"{int(coverage * 100)}%"
+
+
 def local_start(record: HourlyRecord, tz: tzinfo) -> datetime:
     return datetime.fromtimestamp(parse_hour(record.hour), UTC).astimezone(tz)
 

@@ -14,7 +14,11 @@
     return Math.round(seconds / 86400) + " days ago";
   }
 
-  function percent(coverage) { return coverage === null || coverage === undefined ? "–" : Math.floor(coverage * 100) + "%"; }
+  // As percent_covered (edge/wire/export.py): a few seconds of footage is not nothing.
+  function percent(coverage) {
+    if (coverage === null || coverage === undefined) return "–";
+    return coverage > 0 && coverage < 0.01 ? "<1%" : Math.floor(coverage * 100) + "%";
+  }
 
   function lastHour(row) {
     if (!row.last_hour) return "none yet";
