@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import pytest
 from bench.services import Listener, wait_until
 from edge.daemon.daemon import usable_image
 from edge.daemon.store import EdgeStore
-from edge.wire.contract import HourlyRecord, decode, hour_start
+from edge.wire.contract import HourlyRecord, LiveCounts, decode, hour_start
 
 START = "2026-01-05T09:59:55Z"  # the sample clip straddles 10:00, so two hours close mid-replay
 
@@ -91,6 +92,10 @@ def test_replay_logs_publishes_and_exits(sample_clip, broker, tmp_path):
     # What reached the broker is the local log, revision for revision.
     assert latest_by_hour(listener.payloads("/hourly")) == {r.hour: r for r in records}
     assert b"online" in listener.payloads("/status")
+    # Live counts carry the replayed time, so central never adds them to the real today's visitors.
+    replayed = datetime.fromisoformat(START).timestamp()
+    lives = [decode(LiveCounts, payload) for payload in listener.payloads("/live")]
+    assert lives and all(replayed <= live.time <= replayed + 60 for live in lives)
     listener.disconnect()
 
 

@@ -303,8 +303,11 @@ class EdgeDaemon:
             )
         if tick - self._last_live >= self.config.mqtt.live_interval_s:
             self._last_live = tick
+            # A replay's counts belong to the replayed time: stamped with the wall clock, central
+            # would add the replayed hour's visitors to today's.
+            stamp = now if self.replay else time.time()
             self.uplink.publish_live(
-                LiveCounts(self.device, round(time.time(), 3), self._in_view, self.tally.visitors_in_hour(now))
+                LiveCounts(self.device, round(stamp, 3), self._in_view, self.tally.visitors_in_hour(now))
             )
 
     def _paused(self, now: float) -> None:
