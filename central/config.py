@@ -62,9 +62,28 @@ def _check_shared_group(value: str, name: str) -> None:
         raise ConfigError(f"{name} = {value!r}: use up to 64 of A-Z a-z 0-9 _ . - (or empty)")
 
 
-def _check_db(value: str, name: str) -> None:
+_ANY_URL = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://")
+_LIBPQ_KEYWORDS = re.compile(r"^\s*(host|hostaddr|port|dbname|user|password|passfile|service|sslmode)\s*=")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def check_db(value: str, name: str) -> None:
+    """A SQLite path or a postgresql:// URL. Anything else that names a server would become a
+    SQLite file named after it, password and all; a URL the driver cannot parse would be quoted,
+    password and all, in its error. No message here quotes the value."""
     if not value:
         raise ConfigError(f"{name} is empty: give a SQLite file or a postgresql:// URL")
+    if value.startswith(POSTGRES_SCHEMES):
+        if any(c.isspace() for c in value) or _BAD_ESCAPE.search(value):
+            raise ConfigError(
+                f"{name}: the postgresql:// URL holds white space or a % not followed by two hex digits: "
+                "percent-encode its password (a space is %20, % is %25)"
+            )
+        return
+    if _ANY_URL.match(value):
+        raise ConfigError(f"{name}: only postgresql:// (or postgres://) URLs are logs, in lower case; else a file path")
+    if _LIBPQ_KEYWORDS.match(value):
+        raise ConfigError(f"{name}: give PostgreSQL as a postgresql://user@host/db URL, not libpq keywords")
 
 
 @dataclass(frozen=True)
@@ -91,7 +110,7 @@ class CentralMqttSection(MqttLinkSection):
 class CentralStorageSection:
     db: str = setting(
         "aicctv-central.db",
-        check=_check_db,
+        check=check_db,
         flag="--db",
         metavar="DB",
         help="the central log: a SQLite file, or postgresql://user@host/database",

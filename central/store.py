@@ -542,8 +542,11 @@ class PostgresStore(_SQLStore):
             with self._transaction():
                 # Instances starting together would race to create or migrate the tables.
                 self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('aicctv-central-schema'))")
+                known = self.conn.execute("SELECT to_regclass('aicctv_schema') IS NOT NULL").fetchone()[0]
+                row = self.conn.execute("SELECT version FROM aicctv_schema").fetchone() if known else None
+                if row is not None and row[0] == SCHEMA.version:
+                    return  # current: a role with rights on the tables alone, not the schema, may run it
                 self.conn.execute("CREATE TABLE IF NOT EXISTS aicctv_schema (version INTEGER NOT NULL)")
-                row = self.conn.execute("SELECT version FROM aicctv_schema").fetchone()
                 has_tables = self.conn.execute("SELECT to_regclass('hourly') IS NOT NULL").fetchone()[0]
                 for statement in SCHEMA.steps(row[0] if row else 0, has_tables, redact(url), "postgresql"):
                     self.conn.execute(statement)

@@ -29,7 +29,8 @@ Options:
   --instance NAME       an edge daemon for one of several cameras (see above): 1-32 of
                         A-Z a-z 0-9 _ -
   --wheel PATH          the aicctv wheel to install (default: build one from this checkout)
-  --wheelhouse DIR      install offline: pip --no-index --find-links DIR (wheels of all dependencies)
+  --wheelhouse DIR      install offline: pip --no-index --find-links DIR, with --wheel
+                        (pip download -d DIR "WHEEL[central]" setuptools wheel; docs/deploy.md)
   --python PATH         Python 3.11+ for the venv (default: python3)
   --system-site-packages
                         let the venv see apt's Python packages (needed for picamera2 on Raspberry

@@ -178,3 +178,24 @@ def test_config_check_validates_a_central_file_with_device_tables(tmp_path):
     assert lines[0].endswith("1 problem(s) in this central configuration:"), done.stderr
     assert len(lines) == 2 and "[devices.shop-1] timezone" in lines[1] and str(central) in lines[1], lines
     assert "unknown section" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("db", "why"),
+    [
+        ("postgresql://u:100%Secret@db/aicctv", "percent-encode its password"),
+        ("postgresql://u:Se cret@db/aicctv", "percent-encode its password"),
+        ("PostgreSQL://u:TopSecret@db/aicctv", "only postgresql://"),
+        ("postgressql://u:TopSecret@db/aicctv", "only postgresql://"),
+        ("host=db password=TopSecret dbname=aicctv", "not libpq keywords"),
+    ],
+)
+def test_a_database_that_is_neither_a_file_nor_a_postgresql_url_is_refused_without_its_password(db, why):
+    """Each became a SQLite file named after it, or a driver error quoting the password."""
+    from central.config import CentralConfig
+
+    with pytest.raises(ConfigError, match=why) as refused:
+        load(CentralConfig, overrides={"storage.db": db}, environ={})
+    assert "Secret" not in str(refused.value)
+    for fine in ("postgresql://u:p%40ss@db/aicctv?sslmode=require", "logs/central=2026.db", "central.db"):
+        assert load(CentralConfig, overrides={"storage.db": fine}, environ={}).storage.db == fine

@@ -243,6 +243,9 @@ def test_rejections_are_reported_once_per_reason_per_interval():
     assert rejections.add("t/e", "nesting", "again") == "t/e (nesting): again (2 more nesting since the last report)"
     assert rejections.by_reason == {"nesting": 4, "number": 1} and rejections.total == 5
     assert rejections.last == "t/e: again"
+    long_topic = "aicctv/" + "d" * 20_000 + "/hourly"
+    line = rejections.add(long_topic, "topic", "device id too long")
+    assert line is not None and len(line) < 3 * MAX_DETAIL_CHARS and "(20014 characters)" in line
 
 
 @pytest.mark.parametrize(

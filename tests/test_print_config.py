@@ -11,7 +11,7 @@ SECRET = "s3cret-Pa55"
 BROKER = f"mqtt://shop-1:{SECRET}@broker.example:1883"
 CAMERA = f"rtsp://viewer:{SECRET}@192.0.2.7:554/stream1"
 DATABASE = f"postgresql://aicctv:{SECRET}@db.example/aicctv"
-KEYED = f"host=db.example user=aicctv password={SECRET}"
+KEYED = f"postgresql://aicctv@db.example/aicctv?password={SECRET}&sslmode=require"
 
 
 @pytest.mark.parametrize(

@@ -69,11 +69,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     config, places = central_setup(args)
     db = config.storage.db
     if not db.startswith(POSTGRES_SCHEMES) and not Path(db).is_file():
-        raise ConfigError(f"no central log at {db}: pass the --db that `aicctv central run` writes (storage.db)")
+        raise ConfigError(
+            f"no central log at {redact(db)}: pass the --db that `aicctv central run` writes (storage.db)"
+        )
     if args.format == "xlsx" and sys.stdout.isatty():
         raise ConfigError("--format xlsx writes a binary file: redirect it, e.g. > hours.xlsx")
     try:
-        store = open_store(db)
+        # An export is a read: it must not create, migrate or need write rights on the log.
+        store = open_store(db, read_only=True)
         try:
             records = store.hourly(args.device, args.since, args.until)
         finally:
@@ -100,7 +103,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(redact(render(config)))
         return 0
     if not db.startswith(POSTGRES_SCHEMES) and not Path(db).is_file():
-        raise ConfigError(f"no central log at {db}: pass the --db that `aicctv central run` writes (storage.db)")
+        raise ConfigError(
+            f"no central log at {redact(db)}: pass the --db that `aicctv central run` writes (storage.db)"
+        )
     try:
         from central.web.app import check_listen, create_app
     except ImportError as exc:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from datetime import tzinfo
 from pathlib import Path
 
-from central.config import POSTGRES_SCHEMES
+from central.config import POSTGRES_SCHEMES, check_db
 from edge.cli.common import EXIT_FAILED, hour_range_options
 from edge.cli.records import by_device, hour_label, hours_between
 from edge.wire.config import ConfigError, redact
@@ -43,6 +43,7 @@ def read_hourly(
     """Records for hours in [since, until] (hour strings), of one device or all, oldest first.
     `db` is a SQLite file (opened read-only) or a postgresql:// URL.
     Raises ConfigError when `db` is not a log at all, LogError when reading it fails."""
+    check_db(db, "--db")
     if db.startswith(POSTGRES_SCHEMES):
         # ::text: the central log may keep `record` as JSONB, which psycopg would hand back parsed.
         query, params = hourly_query(device, since, until, column="record::text")
@@ -61,7 +62,7 @@ def read_hourly(
 
 def _sqlite_texts(path: Path, query: str, params: list[str]) -> list[str]:
     if not path.is_file():
-        raise ConfigError(f"no log at {path}: {WHAT_TO_PASS}")
+        raise ConfigError(f"no log at {redact(str(path))}: {WHAT_TO_PASS}")
     try:
         # Read-only: stats must never create, migrate or lock a log that a daemon is writing
         # (WAL lets this reader run beside that writer).

@@ -13,7 +13,8 @@ from collections import Counter
 from collections.abc import Callable
 
 REPORT_EVERY_S = 60.0
-# A rejected payload's detail may quote what it was sent (a long string, a huge number).
+# A rejected payload's detail may quote what it was sent (a long string, a huge number), and its
+# topic is the sender's to choose.
 MAX_DETAIL_CHARS = 200
 
 
@@ -36,6 +37,9 @@ class Rejections:
         """Count one rejection; the line to report it with, or None while this reason was reported
         less than `every_s` ago."""
         self.by_reason[reason] += 1
+        # The topic is the sender's too: a device id of 20,000 characters is rejected for it.
+        if len(topic) > MAX_DETAIL_CHARS:
+            topic = f"{topic[:MAX_DETAIL_CHARS]}… ({len(topic)} characters)"
         self.last = f"{topic}: {detail[:MAX_DETAIL_CHARS]}"
         now = self._clock()
         if now - self._reported_at.get(reason, -float("inf")) < self._every_s:
