@@ -22,7 +22,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -78,7 +78,6 @@ def discovery_configs(prefix: str, discovery_prefix: str, device: str, name: str
         "payload_not_available": "offline",
         "device": device_block,
         "origin": {"name": "aicctv"},
-        "state_class": "measurement",
     }
     configs: dict[str, dict] = {
         f"{discovery_prefix}/sensor/{node}/in_view/config": {
@@ -89,6 +88,7 @@ def discovery_configs(prefix: str, discovery_prefix: str, device: str, name: str
             "value_template": "{{ value_json.in_view }}",
             "unit_of_measurement": "people",
             "icon": "mdi:account-eye",
+            "state_class": "measurement",
         }
     }
     for object_id, label in sensors():
@@ -101,15 +101,24 @@ def discovery_configs(prefix: str, discovery_prefix: str, device: str, name: str
             "unit_of_measurement": "visitors",
             "icon": "mdi:account-group",
         }
+        # Today's running total is a present value; the last hour's figures describe a past
+        # hour, which Home Assistant's statistics must not take for a measurement of now. Not
+        # total_increasing: a live count replaced by its hour's record may fall by a visitor,
+        # which Home Assistant would read as a new cycle and count twice.
+        if object_id == "visitors_today":
+            configs[f"{discovery_prefix}/sensor/{node}/{object_id}/config"]["state_class"] = "measurement"
     return configs
 
 
-def state(records_today: Iterable[HourlyRecord], live: LiveCounts | None = None) -> dict[str, Any]:
+def state(
+    records_today: Iterable[HourlyRecord], today_hours: Collection[str], live: LiveCounts | None = None
+) -> dict[str, Any]:
     """The state JSON: visitors today (the stored hours of the local day, plus the live count of
-    an hour not stored yet) and the latest stored hour's visitors by gender and age band."""
+    one of its hours not stored yet: not yesterday's, nor a replay's) and the latest stored hour's
+    visitors by gender and age band."""
     by_hour = {r.hour: r for r in records_today}
     total = sum(r.visitors for r in by_hour.values())
-    if live is not None and hour_start(live.time) not in by_hour:
+    if live is not None and (hour := hour_start(live.time)) in today_hours and hour not in by_hour:
         total += live.visitors_this_hour
     out: dict[str, Any] = {"visitors_today": total}
     last = by_hour[max(by_hour)] if by_hour else None
@@ -169,7 +178,8 @@ class HomeAssistant:
             self._publish_configs(device)
 
     def _publish_configs(self, device: str) -> None:
-        for name, config in discovery_configs(self.prefix, self.discovery_prefix, device).items():
+        label = self.places.label(device)
+        for name, config in discovery_configs(self.prefix, self.discovery_prefix, device, label).items():
             self.client().publish(name, json.dumps(config, sort_keys=True), qos=1, retain=True)
 
     # -- the database thread
@@ -193,23 +203,24 @@ class HomeAssistant:
         stored = {r.device for r in batch.hourly}
         for device in sorted({r.device for r in batch.hourly} | {c.device for c in batch.live}):
             try:
-                records = self._records_today(device, store, reload=device in stored)
+                hours, records = self._records_today(device, store, reload=device in stored)
             except Exception as exc:
                 log.warning("Home Assistant state of %s not updated: %s", device, exc)
                 continue
-            payload = state(records, self._live.get(device))
+            payload = state(records, hours, self._live.get(device))
             if self._states.get(device) != payload:
                 self._states[device] = payload
                 self.client().publish(
                     state_topic(self.prefix, device), json.dumps(payload, sort_keys=True), qos=1, retain=True
                 )
 
-    def _records_today(self, device: str, store: Any, reload: bool) -> list[HourlyRecord]:
+    def _records_today(self, device: str, store: Any, reload: bool) -> tuple[list[str], list[HourlyRecord]]:
+        """The device's local day's hours, and its stored records of them."""
         tz = self.places.local(device).tz
         day = today(tz, time.time())
+        hours = day_hours(day, tz)
         cached = self._today.get(device)
         if reload or cached is None or cached[0] != day.isoformat():
-            hours = day_hours(day, tz)
             cached = (day.isoformat(), store.hourly(device, hours[0], hours[-1]))
             self._today[device] = cached
-        return cached[1]
+        return hours, cached[1]

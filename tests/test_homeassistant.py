@@ -75,6 +75,10 @@ def test_discovery_configs_follow_the_documented_conventions():
         json.dumps(config)
     in_view = configs[f"homeassistant/sensor/{node}/in_view/config"]
     assert in_view["state_topic"] == "aicctv/shop.1/live"
+    # Measurements of now; the last hour's figures describe a past hour and carry no state class.
+    classes = {name.split("/")[3]: config.get("state_class") for name, config in configs.items()}
+    assert classes.pop("in_view") == classes.pop("visitors_today") == "measurement"
+    assert set(classes.values()) == {None}
     assert (
         configs[f"homeassistant/sensor/{node}/last_hour_age_60_plus/config"]["state_topic"] == "aicctv/shop.1/ha/state"
     )
@@ -90,18 +94,23 @@ def test_discovery_configs_follow_the_documented_conventions():
     assert not {v["unique_id"] for v in other.values()} & {v["unique_id"] for v in configs.values()}
 
 
+DAY = [f"2026-01-05T{h:02d}:00:00Z" for h in range(24)]
+
+
 def test_state_sums_the_day_and_splits_the_last_hour():
     records = [record("a", "2026-01-05T09:00:00Z", 2, 1), record("a", "2026-01-05T10:00:00Z", 1, 3, unknown=1)]
-    now = state(records)
+    now = state(records, DAY)
     assert now["visitors_today"] == 8 and now["hour"] == "2026-01-05T10:00:00Z"
     assert (now["last_hour"], now["last_hour_female"], now["last_hour_male"]) == (5, 1, 3)
     assert now["last_hour_age_20_29"] == 1 and now["last_hour_age_60_plus"] == 3 and now["last_hour_age_0_9"] == 0
     # The live count of an hour not stored yet adds to today; of a stored one, not twice.
     live = LiveCounts("a", 1767610800.0 + 60, 2, 4)  # 2026-01-05T11:01Z
     assert hour_start(live.time) == "2026-01-05T11:00:00Z"
-    assert state(records, live)["visitors_today"] == 12
-    assert state(records, LiveCounts("a", 1767607200.0 + 60, 2, 4))["visitors_today"] == 8
-    assert state([])["visitors_today"] == 0
+    assert state(records, DAY, live)["visitors_today"] == 12
+    assert state(records, DAY, LiveCounts("a", 1767607200.0 + 60, 2, 4))["visitors_today"] == 8
+    assert state([], DAY)["visitors_today"] == 0
+    # Yesterday's live count (a device that stopped mid-hour, a replay of old footage) is not today's.
+    assert state(records, DAY, LiveCounts("a", 1767610800.0 - 86400, 2, 17))["visitors_today"] == 8
 
 
 def test_age_sensors_count_visitors_whose_gender_was_not_sure():
@@ -109,7 +118,7 @@ def test_age_sensors_count_visitors_whose_gender_was_not_sure():
 
     bands = dict.fromkeys(AGE_BANDS, 0) | {"0-9": 2}
     last = replace(record("a", "2026-01-05T10:00:00Z", 1, 1, unknown=3), unknown_bands=bands)
-    now = state([last])
+    now = state([last], DAY)
     assert now["last_hour_age_0_9"] == 2 and now["last_hour_age_20_29"] == 1
     assert (now["last_hour_female"], now["last_hour_male"], now["last_hour"]) == (1, 1, 5)
 

@@ -97,6 +97,8 @@ def handler_for(preview: Preview, page: str, check_host: bool) -> type[BaseHTTPR
     class Handler(BaseHTTPRequestHandler):
         server_version = "aicctv-aim"
         protocol_version = "HTTP/1.1"
+        # A connection that sends nothing (or stops reading) is dropped, not held for ever.
+        timeout = 30
 
         def log_message(self, format: str, *args: object) -> None:
             pass  # nothing is logged: a request log is no use here
@@ -158,5 +160,7 @@ def handler_for(preview: Preview, page: str, check_host: bool) -> type[BaseHTTPR
 def serve(host: str, port: int, preview: Preview, page: str, public: bool) -> ThreadingHTTPServer:
     """Bound (not yet serving) server; raises OSError when the address is taken."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    server_class = type("AimServer", (ThreadingHTTPServer,), {"address_family": family, "daemon_threads": True})
+    # A viewer that resets its connection is no error to print (socketserver's default: a traceback).
+    quiet = {"address_family": family, "daemon_threads": True, "handle_error": lambda *_: None}
+    server_class = type("AimServer", (ThreadingHTTPServer,), quiet)
     return server_class((host, port), handler_for(preview, page, check_host=not public))

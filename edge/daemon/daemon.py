@@ -171,6 +171,7 @@ class EdgeDaemon:
                 self._process(source)
             finally:
                 source.close()
+                self._in_view = 0  # nobody is seen once the source is gone (live counts, Home Assistant)
             if self.replay:
                 return
             if not self.stopping:
