@@ -309,6 +309,20 @@ def test_optional_fields_keep_older_payloads_readable_both_ways():
     assert caught.value.reason == "time"
 
 
+def test_frames_before_2020_are_not_counted_until_the_clock_is_set(daemon, caplog):
+    """A board without a real-time clock films in 1970 until NTP sets it: those hours would be
+    refused by central for good, and the jump would leave decades between two hours."""
+    now = time.time()
+    with caplog.at_level("WARNING", logger="aicctv.edge"):
+        kept = list(daemon._frames(iter(frames(3600.0, 1) + frames(now, 1))))
+    assert [f.timestamp for f in kept] == [f.timestamp for f in frames(now, 1)]
+    assert [r.getMessage() for r in caplog.records] == [
+        "the clock says 1970-01-01 01:00 UTC: not counting until it is set (NTP)"
+    ]
+    assert [kind for _, kind, _ in daemon.store.events()] == ["clock not set"]
+    assert not daemon.tally.hours
+
+
 def test_a_pause_with_an_end_ends_by_itself_and_says_so(broker, daemon):
     listener = Listener(broker.url, topic("aicctv", DEVICE, "settings")).connect()
     name = topic("aicctv", DEVICE, "cmd/settings")

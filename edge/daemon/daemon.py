@@ -30,7 +30,7 @@ from edge.daemon.uplink import Uplink
 from edge.vision.analyzer import Analyzer, FrameResult
 from edge.vision.sources import Camera, Frame, FrameSource, SourceError, open_source
 from edge.wire.config import redact
-from edge.wire.contract import STATUS_ONLINE, STATUS_SOURCE_LOST, HourlyRecord, LiveCounts
+from edge.wire.contract import EARLIEST_TIME, STATUS_ONLINE, STATUS_SOURCE_LOST, HourlyRecord, LiveCounts
 from edge.wire.mqtt import backoff_delay
 from edge.wire.systemd import Notifier
 
@@ -114,6 +114,7 @@ class EdgeDaemon:
         self.stopping = False
         self.source_state = "opening"
         self._in_view = 0
+        self._clock_warned = False
         self._last_checkpoint = self._last_live = self._last_status = time.monotonic()
         self._frames_at_status = 0
         self._next_prune = 0.0
@@ -206,6 +207,9 @@ class EdgeDaemon:
                 continue
             if self.settings.paused:
                 self._paused(frame.timestamp)
+                continue
+            if frame.timestamp < EARLIEST_TIME:
+                self._clock_not_set(frame.timestamp)
                 continue
             if not usable_image(frame.image):
                 self.summary.bad_frames += 1
@@ -310,6 +314,18 @@ class EdgeDaemon:
             self.uplink.publish_live(
                 LiveCounts(self.device, round(stamp, 3), self._in_view, self.tally.visitors_in_hour(now))
             )
+
+    def _clock_not_set(self, now: float) -> None:
+        """A live frame while the clock is before 2020: a board without a real-time clock, booted
+        before NTP has set it. Its hours would be refused by central for good, and the jump to the
+        right time would leave decades between two hours: nothing is counted until the clock is
+        right, and hours, commands and the watchdog carry on meanwhile."""
+        if not self._clock_warned:
+            self._clock_warned = True
+            when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(now))
+            log.warning("the clock says %s UTC: not counting until it is set (NTP)", when)
+            self.store.add_event("clock not set", f"frames at {when} UTC are not counted")
+        self._paused(time.time())
 
     def _paused(self, now: float) -> None:
         """A frame skipped while paused: nothing is analysed or counted, so the paused time is
