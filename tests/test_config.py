@@ -199,3 +199,19 @@ def test_a_database_that_is_neither_a_file_nor_a_postgresql_url_is_refused_witho
     assert "Secret" not in str(refused.value)
     for fine in ("postgresql://u:p%40ss@db/aicctv?sslmode=require", "logs/central=2026.db", "central.db"):
         assert load(CentralConfig, overrides={"storage.db": fine}, environ={}).storage.db == fine
+
+
+def test_an_environment_variable_overriding_the_file_is_said(caplog, tmp_path):
+    """The central units set AICCTV_STORAGE_DB: an operator who put a PostgreSQL URL in the file
+    kept writing SQLite without a word."""
+    from central.config import CentralConfig
+
+    path = tmp_path / "central.toml"
+    path.write_text('[storage]\ndb = "postgresql://aicctv:s3cret@db/aicctv"\n\n[mqtt]\nkeepalive_s = 30\n')
+    env = {"AICCTV_STORAGE_DB": "/var/lib/aicctv-central/central.db", "AICCTV_MQTT_KEEPALIVE_S": "30"}
+    with caplog.at_level("WARNING", logger="aicctv.config"):
+        config = load(CentralConfig, path, environ=env)
+    assert config.storage.db == "/var/lib/aicctv-central/central.db"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"environment AICCTV_STORAGE_DB overrides storage.db = 'postgresql://aicctv:***@db/aicctv' in {path}"
+    ]  # the same value twice is no override

@@ -338,6 +338,7 @@ def _warn_misspelt(env: Mapping[str, str], names: Iterable[str]) -> None:
 
 
 T = typing.TypeVar("T")
+_UNSET = object()
 
 
 def load(
@@ -386,7 +387,14 @@ def load(
     names = {env_name(section, key): (section, key) for section, kind in sections.items() for key in _field_types(kind)}
     for name, (section, key) in names.items():
         if name in env:
+            in_file = settings.get(section, {}).get(key, _UNSET)
             put(section, key, env[name], f"environment {name}")
+            # A unit's Environment= beats the file: say so where both set it, or an operator who
+            # edits the file (a PostgreSQL URL for storage.db) sees nothing change.
+            if in_file is not _UNSET and settings.get(section, {}).get(key) != in_file:
+                log.warning(
+                    "environment %s overrides %s = %s in %s", name, f"{section}.{key}", redact(repr(in_file)), path
+                )
     _warn_misspelt(env, names)
     for dotted, value in (overrides or {}).items():
         if value is not None:
