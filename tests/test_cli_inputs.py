@@ -75,8 +75,11 @@ def test_a_replay_start_outside_the_years_records_may_hold_is_a_usage_error():
         with pytest.raises(argparse.ArgumentTypeError, match="not between 2020 and 2099"):
             parse_instant(text)
     assert parse_instant("2026-01-05T10:00:00+01:00") == parse_instant("2026-01-05T09:00:00Z")
-    # An export's bounds may be anything: beyond the years, they select as that end would.
-    assert hour_filter("0001-01-01T00:00:00+05:00") == "2020-01-01T00:00:00Z"
-    assert hour_filter("9999-12-31T23:00:00-05:00") == "2099-12-31T23:00:00Z"
+    # An export's bounds may be anything: beyond the years, they sort before or after every hour.
+    assert hour_filter("0001-01-01T00:00:00+05:00") == "0000" < "2020-01-01T00:00:00Z"
+    assert hour_filter("9999-12-31T23:00:00-05:00") == "9999" > "2099-12-31T23:00:00Z"
+    assert hour_filter("2026-01-05T10:30:00+01:00") == "2026-01-05T09:00:00Z"
+    until_2019 = aicctv("edge", "export", "--db", str(FIXTURE_CENTRAL), "--until", "2019-06-01T00:00:00Z")
+    assert until_2019.returncode == 0 and until_2019.stdout == "", until_2019.stderr
     done = aicctv("edge", "run", "--source", "clip.mp4", "--replay-start", "0001-01-01T00:00:00Z", "--print-config")
     assert done.returncode == 2 and "--replay-start" in done.stderr and "Traceback" not in done.stderr

@@ -60,9 +60,13 @@ def config_options(parser: argparse.ArgumentParser, file_help: str, set_example:
 
 
 def hour_filter(text: str) -> str:
-    """An hour bound for exports: any ISO 8601 instant, as the hour string the logs sort by (one
-    outside the years records may hold selects as that end of them would)."""
-    return hour_start(min(max(_instant(text), EARLIEST_TIME), LATEST_TIME - 3600))
+    """An hour bound for exports: any ISO 8601 instant, as the hour string the logs sort by. One
+    outside the years records may hold (which no hour string can name) is a string sorting
+    before or after every hour: "0000" or "9999"."""
+    instant = _instant(text)
+    if instant < EARLIEST_TIME:
+        return "0000"
+    return "9999" if instant >= LATEST_TIME else hour_start(instant)
 
 
 def hour_range_options(parser: argparse.ArgumentParser) -> None:
