@@ -52,7 +52,9 @@ accelerator-pack: setup
 	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 -d .cache/whl \
 		keras==3.15.1 namex optree paho-mqtt
-	@du -sh .cache/pack .cache/whl
+	@total=$$(( $$(du -sb .cache/pack .cache/whl | awk '{s += $$1} END {print s}') + \
+		$$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) )); \
+		echo "pack, wheels and repository: $$((total / 1048576)) MiB of the 64 MiB a device call carries"
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info
