@@ -338,3 +338,8 @@ def test_listen_addresses():
         assert not aim.is_loopback(other)
     assert local_host_header("127.0.0.1:9000") and local_host_header("[::1]:8081")
     assert not local_host_header("127.0.0.1.evil.example") and not local_host_header("")
+    # --public: by the address the connection came in on, never by a name (a rebinding page's).
+    assert local_host_header("192.168.1.5:8090", "192.168.1.5")
+    assert local_host_header("[fe80::1]:8090", "fe80::1%eth0")
+    assert not local_host_header("evil.example:8090", "192.168.1.5")
+    assert not local_host_header("192.168.1.6:8090", "192.168.1.5")

@@ -82,18 +82,20 @@ def page(min_classify: int, pixelate: bool, minutes: float, labels: bool = False
 LOCAL_NAMES = {"127.0.0.1", "localhost", "[::1]"}
 
 
-def local_host_header(value: str) -> bool:
+def local_host_header(value: str, arrived_on: str = "") -> bool:
     """Whether a Host header names this machine, as a browser here or through an SSH tunnel (any
-    local port) sends it: any other name is a web page trying to read the preview by DNS rebinding."""
+    local port) sends it, or by the address the connection `arrived_on` (--public, opened by IP):
+    any other name is a web page trying to read the preview by DNS rebinding."""
     name = value.lower()
     if not name.startswith("["):
         name = name.partition(":")[0]
     elif "]" in name:
         name = name[: name.index("]") + 1]
-    return name in LOCAL_NAMES
+    address = arrived_on.lower().partition("%")[0]  # an IPv6 address without its zone
+    return name in LOCAL_NAMES or (bool(address) and name in (address, f"[{address}]"))
 
 
-def handler_for(preview: Preview, page: str, check_host: bool) -> type[BaseHTTPRequestHandler]:
+def handler_for(preview: Preview, page: str) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "aicctv-aim"
         protocol_version = "HTTP/1.1"
@@ -113,8 +115,13 @@ def handler_for(preview: Preview, page: str, check_host: bool) -> type[BaseHTTPR
 
         def do_GET(self) -> None:
             path = self.path.split("?")[0]
-            if check_host and not local_host_header(self.headers.get("Host") or ""):
-                self._send(403, "text/plain", b"open the preview as http://127.0.0.1:PORT/ (an SSH tunnel)\n")
+            if not local_host_header(self.headers.get("Host") or "", self.connection.getsockname()[0]):
+                self._send(
+                    403,
+                    "text/plain",
+                    b"open the preview as http://127.0.0.1:PORT/ (an SSH tunnel), or with --public by the "
+                    b"device's IP address, not a name\n",
+                )
             elif path == "/":
                 text = html.escape(preview.summary.get("text", ""))
                 self._send(200, "text/html; charset=utf-8", page.replace("{summary}", text).encode())
@@ -157,10 +164,10 @@ def handler_for(preview: Preview, page: str, check_host: bool) -> type[BaseHTTPR
     return Handler
 
 
-def serve(host: str, port: int, preview: Preview, page: str, public: bool) -> ThreadingHTTPServer:
+def serve(host: str, port: int, preview: Preview, page: str) -> ThreadingHTTPServer:
     """Bound (not yet serving) server; raises OSError when the address is taken."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # A viewer that resets its connection is no error to print (socketserver's default: a traceback).
     quiet = {"address_family": family, "daemon_threads": True, "handle_error": lambda *_: None}
     server_class = type("AimServer", (ThreadingHTTPServer,), quiet)
-    return server_class((host, port), handler_for(preview, page, check_host=not public))
+    return server_class((host, port), handler_for(preview, page))

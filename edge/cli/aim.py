@@ -161,9 +161,7 @@ def cmd_aim(args: argparse.Namespace) -> int:
     if not args.text:
         preview = Preview(summarize([], vision.min_classify).to_json())
         try:
-            server = serve(
-                host, port, preview, page(vision.min_classify, args.pixelate, args.minutes, args.labels), args.public
-            )
+            server = serve(host, port, preview, page(vision.min_classify, args.pixelate, args.minutes, args.labels))
         except OSError as exc:
             return _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc} (pick another with --listen)")
 
