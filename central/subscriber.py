@@ -411,14 +411,23 @@ class Subscriber:
             return
         r = self.config.resync
         now, tick = time.time(), time.monotonic()
+        asked: Counter[str] = Counter()
         for device, held in sorted(held_hours.items()):
             if held.missing and tick - self._last_resync.get(device, -float("inf")) >= r.min_interval_s:
                 self._last_resync[device] = tick
                 self._request_resync(device, held.missing, "is missing")
+                asked[f"resync.{device}"] += 1
             overdue = held.overdue(now, r.overdue_after_s)
             if overdue and self._asked_after.get(device) != held.latest:
                 self._asked_after[device] = held.latest
                 self._request_resync(device, overdue, "is running but has not delivered")
+                asked[f"resync.{device}"] += 1
+        if asked:
+            # Read by the Devices page and /metrics (aicctv_central_resync_requests_total).
+            try:
+                self._store.write(Batch(counters=asked))
+            except StoreError as exc:
+                log.error("resync requests not counted: %s", exc)
 
     def _request_resync(self, device: str, hours: tuple[str, str], why: str) -> None:
         request = ResyncRequest(*hours)

@@ -269,6 +269,9 @@ def test_a_missing_hour_is_requested_again(broker, tmp_path):
         ("aicctv/cam-1/cmd/resync", ResyncRequest(hour(2), hour(5))),
         ("aicctv/cam-3/cmd/resync", ResyncRequest(hour(2), hour(5))),
     ]
+    # Counted for the Devices page and /metrics (it was documented, but never written).
+    resyncs = {name: n for name, n in counters(db).items() if name.startswith("resync.")}
+    assert resyncs == {"resync.cam-1": 1, "resync.cam-3": 1}
 
 
 def test_hours_overdue_from_a_running_device():

@@ -302,6 +302,9 @@ def test_optional_fields_keep_older_payloads_readable_both_ways():
     for bad in (Settings(False, None, "", now, paused_until=now + 60), Settings(True, None, "", now, paused_until=now)):
         with pytest.raises(ContractError, match="paused_until"):
             encode(bad)
+    with pytest.raises(ContractError, match="before 2100") as caught:  # 2100-01-01T00:00Z is 2100
+        encode(Settings(True, None, "", now, paused_until=4102444800.0))
+    assert caught.value.reason == "time"
     # A device's answer with a pause ending past 9999 broke the Devices page for every device.
     far = json.loads(encode(SettingsState(DEVICE, now, True, "", True, 40, ""))) | {"paused_until": 1e18}
     with pytest.raises(ContractError, match="paused_until") as caught:

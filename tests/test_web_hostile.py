@@ -315,6 +315,9 @@ def test_a_range_over_the_read_limit_is_a_400_and_the_log_page_reads_only_what_i
             text = json.loads(body)["error"] if path.startswith("/api/") else body.decode()
             assert "more than 30 hourly records" in text and "fewer days or one device" in text, path
         assert len(server.json(f"/api/v1/hourly?device=shop-1&since={DST_DAY}&until={DST_DAY}")["records"]) == 22
+        # A site's own devices count, not the others' (lobby-2's 24 that day would pass the 30).
+        site_day = server.json(f"/api/v1/hourly?site=berlin&since={DST_DAY}&until={DST_DAY}")["records"]
+        assert len(site_day) == 22 and {r["device"] for r in site_day} == {"shop-1"}
         assert server.get(f"/log.csv?device=shop-1&since={DST_DAY}&until={DST_DAY}")[0] == 200
         status, _, body = server.get(f"/log?{week}")
         assert status == 200 and body.count(b"<tr class=") == 10

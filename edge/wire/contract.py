@@ -318,8 +318,10 @@ class Settings:
             _check_number(self.paused_until, "paused_until")
             if not self.paused:
                 raise ContractError("paused_until needs paused (a pause's end)")
-            if not self.issued < self.paused_until <= LATEST_TIME:
-                raise ContractError(f"paused_until {self.paused_until!r} is not after issued, before 2100")
+            if self.paused_until >= LATEST_TIME:
+                raise ContractError(f"paused_until {self.paused_until!r} is not before 2100", "time")
+            if not self.issued < self.paused_until:
+                raise ContractError(f"paused_until {self.paused_until!r} is not after issued")
         return self
 
 
@@ -355,7 +357,7 @@ class SettingsState:
                 if not self.paused:
                     raise ContractError(f"{name} needs paused")
                 # Past 2100 a time is a device's mistake, and past 9999 no page could show it.
-                if moment > LATEST_TIME:
+                if moment >= LATEST_TIME:
                     raise ContractError(f"{name} {moment!r} is after 2099", "time")
         return self
 
@@ -453,7 +455,7 @@ def _reject_constant(text: str) -> float:
 
 
 def _plausible(moment: float, name: str, now: float) -> None:
-    if not EARLIEST_TIME <= moment <= min(LATEST_TIME, now + MAX_AHEAD_S):
+    if not (EARLIEST_TIME <= moment < LATEST_TIME and moment <= now + MAX_AHEAD_S):
         raise ContractError(
             f"{name} {moment!r} is before 2020, after 2099 or more than {MAX_AHEAD_S:.0f} s ahead of this receiver",
             "time",
