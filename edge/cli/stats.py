@@ -93,6 +93,12 @@ def _postgres_texts(url: str, query: str, params: list[str]) -> list[str]:
                 "SELECT column_name FROM information_schema.columns WHERE table_name = 'hourly'"
                 " AND table_schema = ANY (current_schemas(false))"
             ).fetchall()
+            if not columns:
+                # information_schema lists only what the role may use: a table it may not read is absent.
+                raise ConfigError(
+                    f"{redact(url)} has no table 'hourly' that this role may read: {WHAT_TO_PASS}, "
+                    "or GRANT SELECT ON hourly to the role"
+                )
             _check_columns(redact(url), {row[0] for row in columns})
             return [row[0] for row in conn.execute(query, params)]
     except psycopg.Error as exc:
