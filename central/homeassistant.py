@@ -23,6 +23,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable
+from datetime import date
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -92,8 +93,14 @@ def discovery_configs(prefix: str, discovery_prefix: str, device: str, name: str
         }
     }
     for object_id, label in sensors():
+        # Today's running total is a present value; the last hour's figures describe a past
+        # hour, which Home Assistant's statistics must not take for a measurement of now. Not
+        # total_increasing: a live count replaced by its hour's record may fall by a visitor,
+        # which Home Assistant would read as a new cycle and count twice.
+        now = {"state_class": "measurement"} if object_id == "visitors_today" else {}
         configs[f"{discovery_prefix}/sensor/{node}/{object_id}/config"] = {
             **common,
+            **now,
             "name": label,
             "unique_id": f"{node}_{object_id}",
             "state_topic": state_topic(prefix, device),
@@ -101,12 +108,6 @@ def discovery_configs(prefix: str, discovery_prefix: str, device: str, name: str
             "unit_of_measurement": "visitors",
             "icon": "mdi:account-group",
         }
-        # Today's running total is a present value; the last hour's figures describe a past
-        # hour, which Home Assistant's statistics must not take for a measurement of now. Not
-        # total_increasing: a live count replaced by its hour's record may fall by a visitor,
-        # which Home Assistant would read as a new cycle and count twice.
-        if object_id == "visitors_today":
-            configs[f"{discovery_prefix}/sensor/{node}/{object_id}/config"]["state_class"] = "measurement"
     return configs
 
 
@@ -144,7 +145,8 @@ class HomeAssistant:
         self._devices: set[str] = set()  # configs published for these (on this connection)
         self._seeded = False
         self._live: dict[str, LiveCounts] = {}
-        self._today: dict[str, tuple[str, list[HourlyRecord]]] = {}  # device → (day, its records)
+        # device → (day, its hours, its stored records)
+        self._today: dict[str, tuple[date, tuple[str, ...], list[HourlyRecord]]] = {}
         self._states: dict[str, dict] = {}
 
     @classmethod
@@ -214,13 +216,16 @@ class HomeAssistant:
                     state_topic(self.prefix, device), json.dumps(payload, sort_keys=True), qos=1, retain=True
                 )
 
-    def _records_today(self, device: str, store: Any, reload: bool) -> tuple[list[str], list[HourlyRecord]]:
-        """The device's local day's hours, and its stored records of them."""
+    def _records_today(self, device: str, store: Any, reload: bool) -> tuple[tuple[str, ...], list[HourlyRecord]]:
+        """The device's local day's hours, and its stored records of them: kept until the day or
+        the records change, since this runs for every live count."""
         tz = self.places.local(device).tz
         day = today(tz, time.time())
-        hours = day_hours(day, tz)
         cached = self._today.get(device)
-        if reload or cached is None or cached[0] != day.isoformat():
-            cached = (day.isoformat(), store.hourly(device, hours[0], hours[-1]))
-            self._today[device] = cached
-        return hours, cached[1]
+        if cached is None or cached[0] != day:
+            hours = tuple(day_hours(day, tz))
+            cached = (day, hours, store.hourly(device, hours[0], hours[-1]))
+        elif reload:
+            cached = (day, cached[1], store.hourly(device, cached[1][0], cached[1][-1]))
+        self._today[device] = cached
+        return cached[1], cached[2]

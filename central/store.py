@@ -206,7 +206,11 @@ class CentralStore(Protocol):
     def write(self, batch: Batch) -> int: ...
 
     def hourly(
-        self, device: str | None = None, since: str | None = None, until: str | None = None, limit: int | None = None
+        self,
+        device: str | Sequence[str] | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int | None = None,
     ) -> list[HourlyRecord]: ...
 
     def received(self) -> dict[tuple[str, str], float]: ...
@@ -340,10 +344,14 @@ class _SQLStore(ABC):
         return stored
 
     def hourly(
-        self, device: str | None = None, since: str | None = None, until: str | None = None, limit: int | None = None
+        self,
+        device: str | Sequence[str] | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int | None = None,
     ) -> list[HourlyRecord]:
-        """Stored records, oldest first, of one device or all, for hours in [since, until]; the
-        first `limit` of them when given."""
+        """Stored records, oldest first, of one device, several or all, for hours in [since,
+        until]; the first `limit` of them when given."""
         return self.decode_rows(self._read(*hourly_query(device, since, until, "device, hour, record", limit)))
 
     def decode_rows(self, rows: Iterable[tuple[str, str, Any]]) -> list[HourlyRecord]:

@@ -490,29 +490,14 @@ class Dashboard:
         return self.page("settings.html", "devices", title, status=status, message=message)
 
     async def hourly(
-        self,
-        device: str | None,
-        since: str | None,
-        until: str | None,
-        limit: int | None = None,
-        members: list[str] | None = None,
+        self, devices: str | list[str] | None, since: str | None, until: str | None, limit: int | None = None
     ) -> list[HourlyRecord]:
-        """The records of [since, until] of `device`, of a site's `members`, or of all: the first
+        """The records of [since, until] of one device, several (a site's) or all: the first
         `limit`, or all of them up to MAX_RECORDS, beyond which the request is refused (400)
-        rather than read. Oldest first, as the log orders them."""
-        cap = limit or MAX_RECORDS + 1
-
-        def read(store: CentralStore) -> list[HourlyRecord]:
-            if members is None:
-                return store.hourly(device, since, until, cap)
-            records: list[HourlyRecord] = []
-            for member in members:  # only the site's devices count towards the cap
-                records += store.hourly(member, since, until, cap - len(records))
-                if len(records) >= cap:
-                    break
-            return sorted(records, key=lambda r: (r.hour, r.device))[:cap]
-
-        records = await self.reader.run(read)
+        rather than read."""
+        if devices == []:
+            return []
+        records = await self.reader.run(lambda store: store.hourly(devices, since, until, limit or MAX_RECORDS + 1))
         if limit is None and len(records) > MAX_RECORDS:
             raise BadRequest(
                 f"more than {MAX_RECORDS:,} hourly records from {since or 'the first'} to {until or 'the last'}: "
@@ -638,14 +623,14 @@ class Dashboard:
         members = self.places.members(site) if site else None
         if site and not members:
             raise BadRequest(f"site {site!r} has no devices")
-        if members is not None and device is not None:
-            members = [device] if device in members else []
+        # A site's devices are read in the query, so other devices' records never count to the cap.
+        devices = device if members is None else [m for m in members if device in (None, m)]
         range_tz = tz or self.places.local(device, site).tz
         since = _bound(request, "since", range_tz, first=True)
         until = _bound(request, "until", range_tz, first=False)
         if since and until and until < since:
             raise BadRequest("until is before since")
-        records = await self.hourly(device, since, until, members=members)
+        records = await self.hourly(devices, since, until)
         body: dict[str, Any] = {"api": API_VERSION, "by": by, "since": since, "until": until}
         if by == "hour":
             body["records"] = [json.loads(json_line(r, tz or self.places.local(r.device).tz)) for r in records]

@@ -249,9 +249,7 @@ class Publisher:
             info = connection.client.publish(
                 topic(self.mqtt.prefix, device, "cmd/settings"), encode(settings), qos=1, retain=True
             )
-            if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
-                raise OSError("the command was not sent: the connection's outgoing queue is full")
-            # paho keeps a QoS 1 message it could not send (the connection dropped, the broker is
+            # paho (its queue unbounded) keeps a QoS 1 message it could not send (the connection dropped, the broker is
             # slow) and sends it once connected again: past here the command may reach the device.
             with contextlib.suppress(RuntimeError):
                 info.wait_for_publish(PUBLISH_WAIT_S)

@@ -37,7 +37,6 @@ class Rejections:
         """Count one rejection; the line to report it with, or None while this reason was reported
         less than `every_s` ago."""
         self.by_reason[reason] += 1
-        # The topic is the sender's too: a device id of 20,000 characters is rejected for it.
         if len(topic) > MAX_DETAIL_CHARS:
             topic = f"{topic[:MAX_DETAIL_CHARS]}… ({len(topic)} characters)"
         self.last = f"{topic}: {detail[:MAX_DETAIL_CHARS]}"

@@ -13,7 +13,7 @@ functions, time types), a mapping of dialect ("sqlite", "postgresql") to its tex
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,18 +133,20 @@ def migrate_sqlite(conn: sqlite3.Connection, schema: Schema, where: str) -> int:
 
 
 def hourly_query(
-    device: str | None = None,
+    device: str | Sequence[str] | None = None,
     since: str | None = None,
     until: str | None = None,
     column: str = "record",
     limit: int | None = None,
 ) -> tuple[str, list[str]]:
-    """The SELECT (with `?` placeholders) and parameters for hourly records of one device or all,
-    hours in [since, until], oldest first, at most `limit` of them: one query for the edge log,
-    the central log (SQLite and PostgreSQL share the `hourly` table's layout) and `aicctv stats`."""
-    where = "hour >= ? AND hour <= ?" + (" AND device = ?" if device else "")
+    """The SELECT (with `?` placeholders) and parameters for hourly records of one device, of
+    several (a site's: at least one) or all, hours in [since, until], oldest first, at most
+    `limit` of them: one query for the edge log, the central log (SQLite and PostgreSQL share the
+    `hourly` table's layout) and `aicctv stats`."""
+    devices = [device] if isinstance(device, str) else list(device or ())
+    where = "hour >= ? AND hour <= ?" + (f" AND device IN ({', '.join('?' * len(devices))})" if devices else "")
     # Hour strings sort by time, so these bounds are the whole range when none is given.
-    params = [since or "", until or "9999", *([device] if device else [])]
+    params = [since or "", until or "9999", *devices]
     capped = "" if limit is None else f" LIMIT {int(limit)}"
     return f"SELECT {column} FROM hourly WHERE {where} ORDER BY hour, device{capped}", params
 
